@@ -1,0 +1,296 @@
+"""The typed schema of params.yaml: one frozen dataclass per stage section.
+
+Every field documents its meaning and its allowed values; ``validate`` methods hold the checks
+that involve several fields. Cross-section checks (labels vs. dataset size, factor names) are in
+:meth:`Params.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..data.catalog import CATALOG, dataset_info
+from ..metrics.names import METRIC_NAMES
+from .validation import (
+    all_of,
+    bad_value,
+    between,
+    check,
+    non_empty,
+    non_negative,
+    positive,
+    to_plain,
+)
+
+
+def _known_dataset(v: Any) -> str | None:
+    return None if v in CATALOG else "one of " + ", ".join(CATALOG)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Which ground-truth dataset to prepare."""
+
+    dataset: str = field(default="dsprites", metadata=check(_known_dataset))
+    # Official dataset file or folder. Required for file-only datasets; for the dSprites family,
+    # null means the procedural renderer and a path means the official npz.
+    path: str | None = None
+
+    def validate(self, prefix: str) -> None:
+        info = dataset_info(self.dataset)
+        if info.needs_path and not self.path:
+            raise bad_value(
+                f"{prefix}.path",
+                self.path,
+                f"the path of the {self.dataset} files ({info.summary})",
+            )
+
+
+LABELLERS = ("perfect", "binned", "noisy", "partial")
+
+
+@dataclass(frozen=True)
+class SupervisionParams:
+    """The labelled pool (METHODS.md section 2)."""
+
+    seed: int = 0
+    # Size of the labelled pool: n_labels examples, or label_fraction of the dataset (not both).
+    n_labels: int | None = field(default=1000, metadata=check(positive))
+    label_fraction: float | None = field(default=None, metadata=check(between(0, 1, lo_open=True)))
+    # Held-out share of the pool, used only for model selection (never for training).
+    validation_fraction: float = field(default=0.1, metadata=check(between(0, 1, hi_open=True)))
+    labeller: Literal["perfect", "binned", "noisy", "partial"] = "perfect"
+    # binned: factors with more than num_bins values are cut into num_bins equal bins.
+    num_bins: int = field(default=5, metadata=check(all_of(positive)))
+    # noisy: each label entry is replaced by a uniform random value with this probability.
+    noise_prob: float = field(default=0.1, metadata=check(between(0, 1)))
+    # partial: which factor columns are observed: named ones, or a random subset of this size
+    # (disentanglement_lib's partial labeller); null for both means every column.
+    observed_factors: tuple[str, ...] | None = None
+    num_observed_factors: int | None = field(default=None, metadata=check(positive))
+    # partial: each entry of an observed column is additionally kept with this probability
+    # (per example and factor; the project's generalisation, METHODS.md section 2).
+    entry_observe_prob: float = field(default=1.0, metadata=check(between(0, 1, lo_open=True)))
+
+    def validate(self, prefix: str) -> None:
+        if (self.n_labels is None) == (self.label_fraction is None):
+            raise bad_value(
+                f"{prefix}.n_labels",
+                self.n_labels,
+                "exactly one of supervision.n_labels and supervision.label_fraction "
+                f"(label_fraction is {self.label_fraction!r})",
+            )
+        if self.observed_factors is not None and self.num_observed_factors is not None:
+            raise bad_value(
+                f"{prefix}.num_observed_factors",
+                self.num_observed_factors,
+                "null when supervision.observed_factors is given",
+            )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The VAE (METHODS.md section 3)."""
+
+    name: Literal["s2vae"] = "s2vae"
+    num_latent: int = field(default=10, metadata=check(positive))
+    # Kernel of encoder convs 3-4: 4 as in the paper, 2 as in disentanglement_lib's code.
+    encoder_kernel: Literal[4, 2] = 4
+    # Weight initialisation: "xavier" matches TF/disentanglement_lib, "torch" is PyTorch's default.
+    init: Literal["xavier", "torch"] = "xavier"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation, the semi-supervised objective and label replacement (sections 3-5)."""
+
+    seed: int = 0
+    steps: int = field(default=3000, metadata=check(positive))
+    batch_size: int = field(default=64, metadata=check(positive))
+    # Labelled images per step (defaults to batch_size, as in disentanglement_lib: 64 + 64).
+    labelled_batch_size: int | None = field(default=None, metadata=check(positive))
+    lr: float = field(default=1e-4, metadata=check(positive))
+    beta: float = field(default=4.0, metadata=check(positive))
+    supervised_loss: Literal["xent", "l2", "cov", "embed", "none"] = "xent"
+    # "sum" is the reference reduction over batch and factors; "mean" divides by the batch.
+    sup_reduction: Literal["sum", "mean"] = "sum"
+    gamma_sup: float = field(default=1.0, metadata=check(non_negative))
+    gamma_schedule: Literal["fixed", "ramp", "switch"] = "fixed"
+    gamma_threshold: int = field(default=0, metadata=check(non_negative))
+    replacement_rate: float = field(default=0.5, metadata=check(between(0, 1)))
+    replacement_unit: Literal["example", "entry"] = "example"
+    # Target value t(y) of a replaced latent: "auto" is the one consistent with supervised_loss.
+    replacement_target: Literal["auto", "logit", "gaussian", "scaled"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Compiled step replayed as a CUDA graph (CUDA only); "auto" = on when on CUDA.
+    fast: Literal["auto", "on", "off"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    checkpoint_every: int = field(default=1000, metadata=check(positive))
+    log_every: int = field(default=100, metadata=check(positive))
+
+    def validate(self, prefix: str) -> None:
+        if self.gamma_schedule != "fixed" and self.gamma_threshold <= 0:
+            raise bad_value(
+                f"{prefix}.gamma_threshold",
+                self.gamma_threshold,
+                f"a number of steps > 0 with gamma_schedule = {self.gamma_schedule}",
+            )
+
+
+CORE_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """Disentanglement metrics (METHODS.md section 6)."""
+
+    mode: Literal["fast", "reference"] = "fast"
+    metrics: tuple[str, ...] = field(default=CORE_METRICS, metadata=check(non_empty))
+    seed: int = 0
+    # Multiplies the study sample sizes (1.0 = disentanglement_lib's defaults).
+    sample_scale: float = field(default=1.0, metadata=check(between(0, 1, lo_open=True)))
+    # Also compute MIG / DCI / SAP on the held-out labelled pool (few-label model selection).
+    few_label: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Hyper-parameter search over train.* keys (Optuna)."""
+
+    study_name: str = "semidisent"
+    # Optuna storage URL; a relative sqlite path is resolved against the project directory.
+    storage: str = "sqlite:///optuna.db"
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "median"
+    n_trials: int = field(default=8, metadata=check(positive))
+    timeout_s: float | None = field(default=None, metadata=check(positive))
+    # Trials trained together as one batched model.
+    trials_per_batch: int = field(default=4, metadata=check(positive))
+    steps: int = field(default=1000, metadata=check(positive))
+    objectives: tuple[str, ...] = field(default=("val_mig",), metadata=check(non_empty))
+    directions: tuple[Literal["maximize", "minimize"], ...] = ("maximize",)
+    # Parameter -> {low, high, log} or {choices: [...]}; keys are train.* parameter names.
+    space: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "beta": {"low": 1.0, "high": 16.0, "log": True},
+            "replacement_rate": {"low": 0.0, "high": 1.0},
+        }
+    )
+
+    def validate(self, prefix: str) -> None:
+        if len(self.directions) != len(self.objectives):
+            raise bad_value(
+                f"{prefix}.directions",
+                list(self.directions),
+                f"one direction per objective ({len(self.objectives)})",
+            )
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    """MLflow side channel; disabled means a no-op tracker."""
+
+    enabled: bool = True
+    # null: $MLFLOW_TRACKING_URI if set, else a sqlite database next to the project.
+    uri: str | None = None
+    experiment: str = "semidisent"
+    registered_model: str | None = "semidisent-vae"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+SECTIONS = {
+    "data": DataParams,
+    "supervision": SupervisionParams,
+    "model": ModelParams,
+    "train": TrainParams,
+    "eval": EvalParams,
+    "search": SearchParams,
+    "tracking": TrackingParams,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    supervision: SupervisionParams = field(default_factory=SupervisionParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+    search: SearchParams = field(default_factory=SearchParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+    def validate(self, prefix: str = "") -> None:
+        info = dataset_info(self.data.dataset)
+        sup = self.supervision
+        if sup.n_labels is not None and info.size is not None and sup.n_labels > info.size:
+            raise bad_value(
+                "supervision.n_labels",
+                sup.n_labels,
+                f"at most the {info.size} images of {self.data.dataset}",
+            )
+        if sup.observed_factors is not None:
+            for name in sup.observed_factors:
+                if name not in info.factor_names:
+                    raise bad_value(
+                        "supervision.observed_factors",
+                        list(sup.observed_factors),
+                        f"factor names of {self.data.dataset}: {', '.join(info.factor_names)}",
+                    )
+        if sup.num_observed_factors is not None and sup.num_observed_factors > len(
+            info.factor_names
+        ):
+            raise bad_value(
+                "supervision.num_observed_factors",
+                sup.num_observed_factors,
+                f"at most {len(info.factor_names)} (factors of {self.data.dataset})",
+            )
+        if self.model.num_latent < len(info.factor_names):
+            raise bad_value(
+                "model.num_latent",
+                self.model.num_latent,
+                f"at least the {len(info.factor_names)} factors of {self.data.dataset} "
+                "(the first latents are the supervised ones)",
+            )
+        for metric in self.eval.metrics:
+            if metric not in METRIC_NAMES:
+                raise bad_value(
+                    "eval.metrics",
+                    list(self.eval.metrics),
+                    "metric names among " + ", ".join(METRIC_NAMES),
+                )
+        train_keys = set(TrainParams.__dataclass_fields__)
+        for key in self.search.space:
+            if key not in train_keys:
+                raise bad_value(
+                    f"search.space.{key}",
+                    self.search.space[key],
+                    "a key of train: " + ", ".join(sorted(train_keys)),
+                )
+
+    def n_labels_for(self, dataset_size: int) -> int:
+        sup = self.supervision
+        if sup.n_labels is not None:
+            return sup.n_labels
+        return max(1, round(sup.label_fraction * dataset_size))
+
+    def section(self, name: str) -> dict[str, Any]:
+        return to_plain(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the named sections (all when none), stable across runs."""
+        names = sections or tuple(SECTIONS)
+        payload = {n: self.section(n) for n in names}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def validation_count(n: int, fraction: float) -> int:
+    """Held-out examples of a pool of n (dlib: train is the first ceil(n * (1 - fraction)))."""
+    return n - math.ceil(n * (1.0 - fraction) - 1e-9)

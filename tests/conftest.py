@@ -1,0 +1,83 @@
+"""Shared fixtures: small official-format files written by the tests, paths, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REFERENCE_GIF = SHARED / "data" / "dsprites_reference.gif"
+BIN = Path(sys.executable).parent
+
+# MLflow defaults to ./mlflow.db in the working directory: never litter the repository.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run the real console script, as a user would."""
+    proc = subprocess.run(
+        [str(BIN / "semidisent"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"semidisent {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+# A reduced dSprites grid in the official npz format: (colour 1, shape 3, scale 2,
+# orientation 2, posX 4, posY 4) = 96 images, pixels from the procedural renderer.
+SMALL_DSPRITES_VALUES = {"scale": [0, 5], "orientation": [0, 10], "pos": [0, 10, 20, 31]}
+
+
+def write_small_dsprites_npz(path: Path) -> np.ndarray:
+    from semidisent.data.dsprites_render import render_factors
+
+    sizes = [1, 3, 2, 2, 4, 4]
+    classes = np.stack(np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij"), -1).reshape(
+        -1, 6
+    )
+    v = SMALL_DSPRITES_VALUES
+    full = np.stack(
+        [
+            classes[:, 1],
+            np.take(v["scale"], classes[:, 2]),
+            np.take(v["orientation"], classes[:, 3]),
+            np.take(v["pos"], classes[:, 4]),
+            np.take(v["pos"], classes[:, 5]),
+        ],
+        axis=1,
+    )
+    imgs = (render_factors(full)[:, 0] > 0).astype(np.uint8)
+    metadata = {
+        "latents_sizes": np.array(sizes),
+        "latents_names": ("color", "shape", "scale", "orientation", "posX", "posY"),
+    }
+    np.savez_compressed(
+        path,
+        imgs=imgs,
+        latents_classes=classes,
+        latents_values=classes.astype(np.float64),
+        metadata=metadata,
+    )
+    return imgs
+
+
+@pytest.fixture
+def small_dsprites_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "dsprites_small.npz"
+    write_small_dsprites_npz(path)
+    return path
