@@ -1,0 +1,52 @@
+"""The trained-model file (``model.pt``): weights + the config that rebuilds them + metadata.
+
+This is what `semidisent train` hands to `evaluate`, the registry and users; training
+checkpoints (optimiser, RNG states) are a separate, larger format owned by the trainer.
+Loading uses ``weights_only=True``: the file holds tensors and plain Python values only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ArtifactError
+from .vae import VAE, VAEConfig
+
+FORMAT = "semidisent.model/1"
+
+
+def save_model(path: str | Path, model: VAE, meta: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
+    """(model in eval mode, meta). Raises ArtifactError for a missing or foreign file."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"model file {path} does not exist; run `semidisent train` first")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt file
+        raise ArtifactError(f"model file {path} cannot be read: {type(e).__name__}: {e}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a semidisent model file (format {FORMAT})")
+    model = VAE(VAEConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.to(map_location).eval()
+    return model, payload["meta"]
