@@ -39,7 +39,7 @@ def run_cli(
 
 
 # A reduced dSprites grid in the official npz format: (colour 1, shape 3, scale 2,
-# orientation 2, posX 4, posY 4) = 96 images, pixels from the procedural renderer.
+# orientation 2, posX 4, posY 4) = 192 images, pixels from the procedural renderer.
 SMALL_DSPRITES_VALUES = {"scale": [0, 5], "orientation": [0, 10], "pos": [0, 10, 20, 31]}
 
 
