@@ -81,3 +81,46 @@ def small_dsprites_npz(tmp_path: Path) -> Path:
     path = tmp_path / "dsprites_small.npz"
     write_small_dsprites_npz(path)
     return path
+
+
+# ---------------------------------------------------------------- real services (integration)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """moto_server on a free loopback port, with the buckets the project uses."""
+    import boto3
+
+    from services import start_moto
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    svc = start_moto(tmp_path_factory.mktemp("moto"))
+    s3 = boto3.client("s3", endpoint_url=svc.url)
+    for bucket in ("mlflow-artifacts", "dvc-remote"):
+        s3.create_bucket(Bucket=bucket)
+    yield svc.url
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, s3_endpoint):
+    """`mlflow server` with a sqlite backend and S3 (moto) artifacts."""
+    from services import start_mlflow
+
+    svc = start_mlflow(tmp_path_factory.mktemp("mlflow"), s3_endpoint=s3_endpoint)
+    yield svc.url
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server from Debian's package; skips where the binaries are absent."""
+    from services import postgres_bin, start_postgres
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed")
+    svc = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield svc.url
+    svc.stop()
