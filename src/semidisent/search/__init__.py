@@ -1,0 +1,1 @@
+"""Hyper-parameter search over train.* parameters (Optuna), trials trained in batches."""

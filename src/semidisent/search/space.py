@@ -1,0 +1,127 @@
+"""The search space of ``search.space`` in params.yaml, parsed and checked before any trial.
+
+Each key is a ``train.*`` parameter; each value is either a range ``{low, high[, log][, step]}``
+or ``{choices: [...]}``. Every bound and choice must itself be a valid value of that training
+parameter (so ``beta: {low: 0, ...}`` fails with train.beta's own rule), a range must not be
+empty, and the grid sampler needs finite values (choices, or a step).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+from ..config.validation import bad_value, coerce
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    kind: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def grid_values(self) -> list[Any]:
+        if self.kind == "categorical":
+            return list(self.choices)
+        assert self.step is not None and self.low is not None and self.high is not None
+        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        values = [self.low + i * self.step for i in range(n)]
+        return [round(v) for v in values] if self.kind == "int" else values
+
+
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+def _train_field(name: str):
+    from ..config.schema import TrainParams
+
+    fields = TrainParams.__dataclass_fields__
+    return fields[name], typing.get_type_hints(TrainParams)[name]
+
+
+def _checked(name: str, value: Any, key: str) -> Any:
+    """``value`` as a valid train.<name>, or a ParamsError naming ``key``."""
+    f, tp = _train_field(name)
+    v = coerce(value, tp, key)
+    check = f.metadata.get("check")
+    msg = check(v) if check else None
+    if msg:
+        raise bad_value(key, value, f"{msg} (as train.{name})")
+    return v
+
+
+def _base_type(tp: Any) -> Any:
+    """int for ``int | None`` and so on."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[Dimension]:
+    from ..config.schema import TrainParams
+
+    dims = []
+    train_keys = set(TrainParams.__dataclass_fields__)
+    if not space:
+        raise bad_value("search.space", space, "at least one train parameter to search")
+    for name, spec in space.items():
+        key = f"search.space.{name}"
+        if name not in train_keys:
+            raise bad_value(key, spec, "a key of train: " + ", ".join(sorted(train_keys)))
+        if not isinstance(spec, dict):
+            raise bad_value(
+                key, spec, "{low: .., high: ..[, log: true][, step: ..]} or {choices: [...]}"
+            )
+        _, tp = _train_field(name)
+        base = _base_type(tp)
+        if "choices" in spec:
+            if set(spec) != {"choices"}:
+                raise bad_value(key, spec, "either choices or a range, not both")
+            choices = spec["choices"]
+            if not isinstance(choices, (list, tuple)) or not choices:
+                raise bad_value(f"{key}.choices", choices, "a non-empty list")
+            values = tuple(_checked(name, c, f"{key}.choices") for c in choices)
+            if len(set(values)) != len(values):
+                raise bad_value(f"{key}.choices", list(choices), "distinct values")
+            dims.append(Dimension(name, "categorical", choices=values))
+            continue
+        unknown = set(spec) - RANGE_KEYS
+        if unknown or not {"low", "high"} <= set(spec):
+            raise bad_value(
+                key, spec, "{low: .., high: ..[, log: true][, step: ..]} or {choices: [...]}"
+            )
+        if base not in (int, float):
+            raise bad_value(key, spec, f"choices (train.{name} is not numeric)")
+        low = _checked(name, spec["low"], f"{key}.low")
+        high = _checked(name, spec["high"], f"{key}.high")
+        if not low < high:
+            raise bad_value(
+                f"{key}.high", spec["high"], f"a value above low = {low} (the range is empty)"
+            )
+        log = coerce(spec.get("log", False), bool, f"{key}.log")
+        if log and low <= 0:
+            raise bad_value(f"{key}.low", low, "a number > 0 for a log-uniform range")
+        step = spec.get("step")
+        if step is not None:
+            step = coerce(step, float, f"{key}.step")
+            if step <= 0 or step > high - low:
+                raise bad_value(f"{key}.step", step, f"a number in (0, {high - low}]")
+            if log:
+                raise bad_value(f"{key}.step", step, "no step with log: true")
+        if sampler == "grid" and step is None:
+            raise bad_value(key, spec, "choices or a step: the grid sampler needs finite values")
+        dims.append(
+            Dimension(
+                name, "int" if base is int else "float", low=low, high=high, log=log, step=step
+            )
+        )
+    return dims
