@@ -1,0 +1,252 @@
+"""Training throughput: a plain DataLoader loop vs. the project's eager, fast and batched paths.
+
+Standard architecture (disentanglement_lib conv VAE, 10 latents), batch 64 unlabelled + 64
+labelled, the default objective (xent, replacement rate 0.5), dSprites-shaped binary data
+synthesised in memory (random filled rectangles, bit-packed like the prepared artifact; the
+full 737,280-image grid by default, so that device memory is the real one). In one run:
+
+1. baseline: what a user would write: a ``torch.utils.data.DataLoader`` over the images (random
+   sampling with replacement, worker processes, pinned memory on CUDA) and a second one cycling
+   the labelled pool, ``torch.optim.Adam``, ``loss.item()`` every step;
+2. eager: the project's step (device-resident data, counter RNG, no host sync), not compiled;
+3. fast: compiled step replayed as a CUDA graph (CUDA only; "n/a" on CPU unless --cpu-compile);
+4. batched K: K models stacked into one vmapped model (fast on CUDA, eager on CPU).
+
+Prints steps/s, model-steps/s, images/s and the ratio of model-steps/s to the baseline, with the
+device. ``--quick`` uses a small grid and few steps (minutes on a 2-core CPU).
+
+    python benchmarks/train_throughput.py --quick            # CPU smoke run
+    python benchmarks/train_throughput.py                    # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from semidisent.artifacts.prepared import Prepared
+from semidisent.config.schema import ModelParams, SupervisionParams, TrainParams
+from semidisent.data.base import GridDataset
+from semidisent.data.store import PackedStore
+from semidisent.models import VAE, VAEConfig
+from semidisent.objectives import ObjectiveConfig, SemiSupervisedVAE
+from semidisent.supervision.mask import build_mask
+from semidisent.training.fast import enable_fast
+from semidisent.training.runtime import device_name, resolve_amp, resolve_device
+from semidisent.training.trainer import build_run
+
+FULL_SIZES = (3, 6, 40, 32, 32)  # dSprites: 737,280 images
+QUICK_SIZES = (3, 6, 4, 8, 8)  # 4,608 images
+BATCH = 64
+
+
+def synthetic_dsprites(sizes: tuple[int, ...], seed: int = 0) -> Prepared:
+    """A dSprites-shaped prepared dataset in memory: one random rectangle per image."""
+    n = math.prod(sizes)
+    rng = np.random.default_rng(seed)
+    packed = np.empty((n, 1, 64, 8), dtype=np.uint8)
+    cols = np.arange(64)
+    for start in range(0, n, 65536):
+        m = min(n, start + 65536) - start
+        x0, y0 = rng.integers(0, 48, m), rng.integers(0, 48, m)
+        w, h = rng.integers(6, 17, m), rng.integers(6, 17, m)
+        col = (cols >= x0[:, None]) & (cols < (x0 + w)[:, None])
+        row = (cols >= y0[:, None]) & (cols < (y0 + h)[:, None])
+        packed[start : start + m, 0] = row[:, :, None] * np.packbits(col, axis=-1)[:, None, :]
+    names = ("shape", "scale", "orientation", "posX", "posY")
+    dataset = GridDataset("synthetic_dsprites", names, PackedStore(packed, (1, 64, 64)), sizes)
+    mask = build_mask(dataset, SupervisionParams(n_labels=min(1000, n // 4)))
+    manifest = {"content_sha256": "synthetic", "supervision": {"mask_sha256": mask.digest()}}
+    return Prepared(path=Path("."), manifest=manifest, dataset=dataset, mask=mask)
+
+
+# ------------------------------------------------------------------------------ baseline
+
+
+class PackedImages(Dataset):
+    def __init__(self, packed: np.ndarray):
+        self.packed = packed
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.unpackbits(self.packed[i], axis=-1).astype(np.float32))
+
+
+class LabelledPool(Dataset):
+    def __init__(self, prepared: Prepared):
+        mask = prepared.mask
+        train = mask.train
+        images = prepared.dataset.images(mask.rows[train]).astype(np.float32) / 255
+        self.x = torch.from_numpy(images)
+        self.y = torch.from_numpy(mask.labels[train])
+        self.obs = torch.from_numpy(mask.observed[train])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i], self.obs[i]
+
+
+def baseline(prepared: Prepared, device: torch.device, warmup: int, steps: int) -> float:
+    """steps/s of a plain eager loop fed by DataLoaders."""
+    cuda = device.type == "cuda"
+    workers = min(4, max(1, (os.cpu_count() or 2) // 2))
+    torch.manual_seed(0)
+    label_sizes = prepared.mask.label_sizes
+    model = SemiSupervisedVAE(VAE(VAEConfig()), ObjectiveConfig(label_sizes=label_sizes))
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    total = warmup + steps
+    images = PackedImages(prepared.dataset.store.raw)
+    sampler = RandomSampler(images, replacement=True, num_samples=BATCH * (total + 1))
+    unlabelled = DataLoader(images, batch_size=BATCH, sampler=sampler, num_workers=workers,
+                            pin_memory=cuda, drop_last=True, persistent_workers=True)  # fmt: skip
+    pool = DataLoader(LabelledPool(prepared), batch_size=BATCH, drop_last=True, pin_memory=cuda)
+    pool_iter = iter(pool)
+    beta, gamma, rate = (torch.tensor(v, device=device) for v in (4.0, 1.0, 0.5))
+    f, lat = len(label_sizes), 10
+    t0 = 0.0
+    for i, x_u in enumerate(unlabelled):
+        if i == warmup:
+            t0 = time.perf_counter()
+        if i == total:
+            break
+        try:
+            x_l, y, obs = next(pool_iter)
+        except StopIteration:
+            pool_iter = iter(pool)
+            x_l, y, obs = next(pool_iter)
+        x_u, x_l = x_u.to(device, non_blocking=True), x_l.to(device, non_blocking=True)
+        y, obs = y.to(device, non_blocking=True), obs.to(device, non_blocking=True)
+        eps_u = torch.randn(BATCH, lat, device=device)
+        eps_l = torch.randn(BATCH, lat, device=device)
+        u = torch.rand(BATCH, f, device=device)
+        loss, _ = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, rate)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _ = loss.item()  # the usual per-step logging
+    return steps / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------ project paths
+
+
+def project(
+    prepared: Prepared,
+    configs: list[TrainParams],
+    fast: bool,
+    warmup: int,
+    steps: int,
+) -> tuple[float, float, int | None]:
+    """(steps/s, compile+capture seconds, peak device memory) of the project's step."""
+    run = build_run(prepared, configs, ModelParams())
+    device = run.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    if fast:
+        enable_fast(run.stepper)
+    setup = time.perf_counter() - t
+    for _ in range(warmup):
+        run.stepper.run()
+    run.stepper.acc.cpu()  # synchronise
+    t = time.perf_counter()
+    for _ in range(steps):
+        run.stepper.run()
+    run.stepper.acc.cpu()
+    rate = steps / (time.perf_counter() - t)
+    mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    del run
+    return rate, setup, mem
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small grid, few steps (CPU smoke run)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (single-model paths)")
+    ap.add_argument("--ks", default="8,32", help="batched sizes K (default: 8,32)")
+    ap.add_argument("--cpu-compile", action="store_true", help="also time the compiled step on CPU")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    steps = args.steps or (500 if cuda else (6 if args.quick else 30))
+    batched_steps = max(2, steps // 5) if cuda else 2
+    warmup = 20 if cuda else 1
+    ks = [int(k) for k in args.ks.split(",") if k]
+
+    t = time.perf_counter()
+    prepared = synthetic_dsprites(sizes)
+    print(f"device: {device_name(device)} | torch {torch.__version__}")
+    print(
+        f"data: {prepared.dataset.num_rows} synthetic dSprites-shaped images "
+        f"({prepared.dataset.store.raw.nbytes / 2**20:.0f} MiB packed), made in "
+        f"{time.perf_counter() - t:.1f} s; batch {BATCH} unlabelled + {BATCH} labelled; "
+        f"autocast {'bf16' if resolve_amp('auto', device) else 'off'} on the project paths"
+    )
+    base_cfg = TrainParams(device=device.type, batch_size=BATCH)
+    rows: list[dict] = []
+
+    def add(name: str, k: int, rate: float | None, note: str = "", mem: int | None = None):
+        rows.append({"path": name, "models": k, "steps_per_s": rate, "note": note, "mem": mem})
+
+    add("baseline: DataLoader + eager", 1, baseline(prepared, device, warmup, steps))
+    rate, _, mem = project(prepared, [replace(base_cfg, fast="off")], False, warmup, steps)
+    add("eager: resident data", 1, rate, mem=mem)
+    if cuda or args.cpu_compile:
+        rate, setup, mem = project(prepared, [replace(base_cfg, fast="on")], True, warmup, steps)
+        what = "compiled + CUDA graph" if cuda else "compiled (no graph on CPU)"
+        add(f"fast: {what}", 1, rate, f"compile+capture {setup:.0f} s", mem)
+    else:
+        add("fast: compiled + CUDA graph", 1, None, "n/a on CPU (CUDA only)")
+    for k in ks:
+        configs = [
+            replace(base_cfg, seed=i, beta=float(1 + i % 8), replacement_rate=(i % 5) / 4)
+            for i in range(k)
+        ]
+        rate, setup, mem = project(prepared, configs, cuda, 1 if not cuda else 5, batched_steps)
+        how = "fast" if cuda else "eager"
+        add(
+            f"batched K={k} ({how})", k, rate, f"compile+capture {setup:.0f} s" if cuda else "", mem
+        )
+
+    base = rows[0]["steps_per_s"]
+    images_per_step = 2 * BATCH
+    print()
+    header = f"{'path':34s} {'K':>3s} {'steps/s':>9s} {'model-steps/s':>14s} {'images/s':>10s}"
+    print(header + f" {'vs baseline':>12s}  note")
+    for r in rows:
+        if r["steps_per_s"] is None:
+            print(f"{r['path']:34s} {r['models']:3d} {'n/a':>9s} {'n/a':>14s} {'n/a':>10s} "
+                  f"{'n/a':>12s}  {r['note']}")  # fmt: skip
+            continue
+        ms = r["steps_per_s"] * r["models"]
+        r["model_steps_per_s"] = ms
+        r["images_per_s"] = ms * images_per_step
+        r["ratio"] = ms / base
+        note = r["note"] + (f" peak mem {r['mem'] / 2**30:.2f} GiB" if r["mem"] else "")
+        print(f"{r['path']:34s} {r['models']:3d} {r['steps_per_s']:9.2f} {ms:14.2f} "
+              f"{r['images_per_s']:10.0f} {r['ratio']:11.2f}x  {note}")  # fmt: skip
+    if args.json:
+        meta = {"device": device_name(device), "torch": torch.__version__, "sizes": sizes}
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
