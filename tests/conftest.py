@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,11 @@ SHARED = ROOT.parent / "shared"
 REFERENCE_GIF = SHARED / "data" / "dsprites_reference.gif"
 BIN = Path(sys.executable).parent
 
-# MLflow defaults to ./mlflow.db in the working directory: never litter the repository.
+# MLflow defaults to ./mlflow.db in the working directory: never litter the repository. Tests
+# that need a particular tracking URI set it themselves.
+os.environ.setdefault(
+    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='semidisent-mlflow-')}/mlflow.db"
+)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -124,3 +129,47 @@ def postgres(tmp_path_factory):
     svc = start_postgres(tmp_path_factory.mktemp("pg"))
     yield svc.url
     svc.stop()
+
+
+# ---------------------------------------------------------------- training (tiny prepared dSprites)
+
+# The 192-image official-format grid (shape 3, scale 2, orientation 2, posX 4, posY 4) with a
+# 40-label pool (36 train, 4 validation), shared by the
+# training and checkpoint tests: small enough that a step at batch 8 takes milliseconds.
+SMALL_PREPARED_OVERRIDES = ("supervision.n_labels=40",)
+
+
+@pytest.fixture(scope="session")
+def small_prepared(tmp_path_factory) -> tuple[Path, list[str]]:
+    """(artifact directory, the -S overrides that made it) for the small dSprites grid."""
+    from semidisent.config import load_params
+    from semidisent.stages.prepare import run_prepare
+
+    root = tmp_path_factory.mktemp("small_prepared")
+    npz = root / "dsprites_small.npz"
+    write_small_dsprites_npz(npz)
+    overrides = [f"data.path={npz}", *SMALL_PREPARED_OVERRIDES]
+    run_prepare(load_params(None, overrides), root / "prepared", progress=False)
+    return root / "prepared", overrides
+
+
+# ---------------------------------------------------------------- search (PostgreSQL storage)
+
+
+@pytest.fixture(scope="session")
+def postgres_public():
+    """Like ``postgres``, with the cluster outside pytest's base temp: run as root, the base temp
+    is private (0700, root) and initdb, run as the postgres user, cannot reach a directory
+    inside it. Returns the base URL (``services.create_database(url, name)`` makes a DB)."""
+    import shutil
+    import tempfile
+
+    from services import postgres_bin, start_postgres
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="semidisent-pg-"))
+    svc = start_postgres(workdir)
+    yield svc.url
+    svc.stop()
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -36,6 +36,86 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .stages.train import run_train_tracked
+
+    params = _load(args)
+    result = run_train_tracked(
+        params,
+        args.prepared,
+        args.out,
+        progress=not args.quiet,
+        restart_on_change=args.restart_on_change,
+    )
+    st = result.stats
+    rate = f"{st['steps_per_s']:.1f} steps/s" if st["steps_per_s"] else "nothing left to train"
+    print(
+        f"trained {result.steps} steps on {st['device']} ({rate}, fast path "
+        f"{'on' if st['fast_path'] else 'off'}); final loss {st['final_losses']['loss']:.2f} "
+        f"-> {args.out}/model.pt"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .stages.evaluate import RANDOM_ENCODER, run_evaluate
+
+    params = _load(args)
+    model = RANDOM_ENCODER if args.random_encoder else args.model
+    metrics = run_evaluate(params, args.prepared, model, args.out, progress=not args.quiet)
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics["summary"].items() if v is not None)
+    what = "a random encoder" if args.random_encoder else args.model
+    print(f"evaluated {what} ({params.eval.mode} mode): {summary} -> {args.out}/metrics.json")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .stages.report import run_report_tracked
+
+    params = _load(args)
+    out = run_report_tracked(params, args.model_dir, args.eval, args.out)
+    print(f"report -> {out}/report.html")
+    return 0
+
+
+def cmd_tracking_replay(args: argparse.Namespace) -> int:
+    from .tracking.mlflow_tracker import replay_backlog
+
+    sent = replay_backlog(args.backlog, args.tracking_uri)
+    print(f"sent {sent} records from {args.backlog}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .stages.search import run_search
+
+    params = _load(args)
+    result = run_search(
+        params,
+        args.prepared,
+        args.out,
+        n_trials=args.n_trials,
+        worker_id=args.worker_id,
+        progress=not args.quiet,
+    )
+    c = result.counts
+    best = "no complete trial yet"
+    if result.best_trial is not None and result.best_values is not None:
+        values = ", ".join(
+            f"{n} {v:.4g}" for n, v in zip(result.objectives, result.best_values, strict=True)
+        )
+        keys = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in result.best_train.items()
+        )
+        best = f"best trial {result.best_trial}: {values} ({keys})"
+    print(
+        f"study {result.study}: ran {len(result.trials_run)} trial(s); {c['complete']} complete, "
+        f"{c['pruned']} pruned, {c['failed']} failed in all; {best} -> {args.out}/best_params.json"
+    )
+    return 0
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     import yaml
 
@@ -88,6 +168,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="data/prepared", help="artifact directory (default: %(default)s)"
     )
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="prepared artifact -> trained model (resumes if killed)")
+    _common(p)
+    p.add_argument(
+        "--prepared", default="data/prepared", help="prepared artifact (default: %(default)s)"
+    )
+    p.add_argument(
+        "--out", default="models/default", help="output directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="start over when the checkpoints were made with other parameters (dvc repro)",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="trained model -> disentanglement metrics + pictures")
+    _common(p)
+    p.add_argument(
+        "--prepared", default="data/prepared", help="prepared artifact (default: %(default)s)"
+    )
+    p.add_argument(
+        "--model", default="models/default/model.pt", help="model file (default: %(default)s)"
+    )
+    p.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--random-encoder",
+        action="store_true",
+        help="evaluate a freshly initialised encoder (the baseline) instead of --model",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="experiment summary (Markdown + HTML); registers the model")
+    _common(p)
+    p.add_argument("--model-dir", default="models/default", help="train's output directory")
+    p.add_argument("--eval", default="eval", help="evaluate's output directory")
+    p.add_argument("--out", default="reports", help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("tracking", help="tracking utilities")
+    tsub = p.add_subparsers(dest="tracking_command", required=True, metavar="ACTION")
+    r = tsub.add_parser("replay", help="send a backlog left by an MLflow outage")
+    r.add_argument("backlog", help="tracking_backlog_*.jsonl file")
+    r.add_argument("--tracking-uri", default=None, help="default: the backlog's own / env")
+    r.set_defaults(func=cmd_tracking_replay)
+
+    p = sub.add_parser("search", help="Optuna study over train.* keys, trials trained in batches")
+    _common(p)
+    p.add_argument(
+        "--prepared", default="data/prepared", help="prepared artifact (default: %(default)s)"
+    )
+    p.add_argument("--out", default="search", help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="this worker's own budget (default: fill the study up to search.n_trials; "
+        "0: only create the study and summarise it)",
+    )
+    p.add_argument(
+        "--worker-id",
+        default=None,
+        metavar="ID",
+        help="name of this worker (several workers share a study through search.storage)",
+    )
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("params", help="print the validated parameters")
     _common(p)

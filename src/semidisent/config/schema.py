@@ -109,7 +109,7 @@ class TrainParams:
     """Optimisation, the semi-supervised objective and label replacement (sections 3-5)."""
 
     seed: int = 0
-    steps: int = field(default=3000, metadata=check(positive))
+    steps: int = field(default=1200, metadata=check(positive))
     batch_size: int = field(default=64, metadata=check(positive))
     # Labelled images per step (defaults to batch_size, as in disentanglement_lib: 64 + 64).
     labelled_batch_size: int | None = field(default=None, metadata=check(positive))
@@ -123,8 +123,12 @@ class TrainParams:
     gamma_threshold: int = field(default=0, metadata=check(non_negative))
     replacement_rate: float = field(default=0.5, metadata=check(between(0, 1)))
     replacement_unit: Literal["example", "entry"] = "example"
-    # Target value t(y) of a replaced latent: "auto" is the one consistent with supervised_loss.
-    replacement_target: Literal["auto", "logit", "gaussian", "scaled"] = "auto"
+    # Target value t(y) of a replaced latent: "auto" is the one consistent with supervised_loss
+    # (xent: logit, l2: scaled, cov / none: gaussian, embed: embedding; docs/training.md).
+    replacement_target: Literal["auto", "logit", "gaussian", "scaled", "embedding"] = "auto"
+    # embed regulariser: logits -((mu_j - e_{j,i}) * sigma)^2; sigma fixed or learned (init here).
+    embed_sigma: float = field(default=1.0, metadata=check(positive))
+    embed_learn_sigma: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Compiled step replayed as a CUDA graph (CUDA only); "auto" = on when on CUDA.
     fast: Literal["auto", "on", "off"] = "auto"
@@ -138,6 +142,14 @@ class TrainParams:
                 f"{prefix}.gamma_threshold",
                 self.gamma_threshold,
                 f"a number of steps > 0 with gamma_schedule = {self.gamma_schedule}",
+            )
+        needs = {"scaled": "l2", "embedding": "embed"}.get(self.replacement_target)
+        if needs is not None and self.supervised_loss != needs:
+            raise bad_value(
+                f"{prefix}.replacement_target",
+                self.replacement_target,
+                f"auto, logit or gaussian with supervised_loss = {self.supervised_loss} "
+                f"({self.replacement_target} needs supervised_loss = {needs})",
             )
 
 
@@ -156,29 +168,61 @@ class EvalParams:
     # Also compute MIG / DCI / SAP on the held-out labelled pool (few-label model selection).
     few_label: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Images per encoder call (the representation function's device batch).
+    batch_size: int = field(default=1024, metadata=check(positive))
+    # Torch CPU threads of the metric estimators (0: torch's default). 1 avoids OpenMP stalls
+    # when the cores are shared with other work (docs/metrics.md).
+    cpu_threads: int = field(default=1, metadata=check(non_negative))
+    # Write pictures (reconstructions, samples, traversals, heat maps) under <out>/plots.
+    plots: bool = True
 
 
 @dataclass(frozen=True)
 class SearchParams:
-    """Hyper-parameter search over train.* keys (Optuna)."""
+    """Hyper-parameter search over train.* keys (Optuna); docs/search.md."""
 
-    study_name: str = "semidisent"
-    # Optuna storage URL; a relative sqlite path is resolved against the project directory.
+    # "{digest}" is replaced by a digest of everything that makes trials comparable (space,
+    # objectives, steps, fixed train keys, model, data, supervision): a changed configuration
+    # then gets a study of its own instead of being mixed into an old one.
+    study_name: str = field(
+        default="semidisent-{digest}",
+        metadata=check(lambda v: None if str(v).strip() else "a non-empty name"),
+    )
+    # Optuna storage URL; a relative sqlite path is resolved against the current directory.
+    # Any RDB URL (postgresql+psycopg2://user@host/db) lets workers on several machines share it.
     storage: str = "sqlite:///optuna.db"
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["none", "median", "hyperband"] = "median"
-    n_trials: int = field(default=8, metadata=check(positive))
+    # The study's budget; `semidisent search --n-trials N` makes N this worker's own budget.
+    n_trials: int = field(default=8, metadata=check(non_negative))
     timeout_s: float | None = field(default=None, metadata=check(positive))
-    # Trials trained together as one batched model.
+    # Trials trained together as one batched model (asked together, told together).
     trials_per_batch: int = field(default=4, metadata=check(positive))
     steps: int = field(default=1000, metadata=check(positive))
+    # Intermediate evaluations of the objective per trial (evenly spaced, the last at `steps`):
+    # reported to the pruner. 1 = evaluate at the end only (no pruning).
+    reports: int = field(default=4, metadata=check(positive))
     objectives: tuple[str, ...] = field(default=("val_mig",), metadata=check(non_empty))
     directions: tuple[Literal["maximize", "minimize"], ...] = ("maximize",)
+    # Sampler seed (mixed with the worker id and the study's size, so that workers and resumed
+    # runs draw different trials).
+    seed: int = 0
+    # Trials sampled at random before TPE models the results, and completed trials the median
+    # pruner waits for before it prunes.
+    n_startup_trials: int = field(default=4, metadata=check(non_negative))
+    # Full-ground-truth metrics (eval.metrics names) logged beside each completed trial, never
+    # used for selection; [] to skip them (and the per-trial pictures).
+    gt_metrics: tuple[str, ...] = ("mig", "dci")
+    # Seconds between a worker's liveness records; a trial whose worker stays silent for three
+    # intervals is failed and re-queued (up to max_retries times). null: no heartbeat.
+    heartbeat_s: int | None = field(default=60, metadata=check(positive))
+    max_retries: int = field(default=2, metadata=check(non_negative))
     # Parameter -> {low, high, log} or {choices: [...]}; keys are train.* parameter names.
     space: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "beta": {"low": 1.0, "high": 16.0, "log": True},
             "replacement_rate": {"low": 0.0, "high": 1.0},
+            "gamma_sup": {"low": 0.1, "high": 10.0, "log": True},
         }
     )
 
@@ -189,6 +233,18 @@ class SearchParams:
                 list(self.directions),
                 f"one direction per objective ({len(self.objectives)})",
             )
+        if self.reports > self.steps:
+            raise bad_value(f"{prefix}.reports", self.reports, f"at most steps = {self.steps}")
+        from ..search.space import check_objectives
+
+        check_objectives(self.objectives, self.pruner, prefix)
+        for name in self.gt_metrics:
+            if name not in METRIC_NAMES:
+                raise bad_value(
+                    f"{prefix}.gt_metrics",
+                    list(self.gt_metrics),
+                    "metric names among " + ", ".join(METRIC_NAMES),
+                )
 
 
 @dataclass(frozen=True)
@@ -263,14 +319,9 @@ class Params:
                     list(self.eval.metrics),
                     "metric names among " + ", ".join(METRIC_NAMES),
                 )
-        train_keys = set(TrainParams.__dataclass_fields__)
-        for key in self.search.space:
-            if key not in train_keys:
-                raise bad_value(
-                    f"search.space.{key}",
-                    self.search.space[key],
-                    "a key of train: " + ", ".join(sorted(train_keys)),
-                )
+        from ..search.space import parse_space
+
+        parse_space(self.search.space, self.search.sampler)
 
     def n_labels_for(self, dataset_size: int) -> int:
         sup = self.supervision

@@ -1,0 +1,191 @@
+"""Metric registry keyed by the names of ``eval.metrics`` (metrics/names.py), and the one
+function that evaluates a list of them on a representation.
+
+Every metric gets the same seed (disentanglement_lib's study configs set
+``evaluation.random_seed = 0`` for each metric), so metrics that sample with the same helper
+and sizes see the same data, as in dlib. In fast mode one :class:`CodeCache` is shared by all
+metrics: each dataset row is encoded at most once per evaluation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import MetricSettings
+from .beta_vae import BetaVAESettings, compute_beta_vae
+from .dci import DCISettings, compute_dci
+from .downstream import DownstreamSettings, compute_downstream
+from .factor_vae import FactorVAESettings, compute_factor_vae
+from .few_label import FEW_LABEL_METRICS, FewLabelSettings, compute_few_label
+from .irs import IRSSettings, compute_irs
+from .mig import MIGSettings, compute_mig
+from .modularity import ModularitySettings, compute_modularity
+from .names import HEADLINE, METRIC_NAMES
+from .representation import CodeCache, RepresentationFunction
+from .sap import SAPSettings, compute_sap
+from .unsupervised import UnsupervisedSettings, compute_unsupervised
+from .utils import check_mode, resolve_device
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    compute: Callable[..., dict[str, Any]]
+    settings: type[MetricSettings]
+
+    @property
+    def takes_details(self) -> bool:
+        return "details" in inspect.signature(self.compute).parameters
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("beta_vae", compute_beta_vae, BetaVAESettings),
+        MetricSpec("factor_vae", compute_factor_vae, FactorVAESettings),
+        MetricSpec("mig", compute_mig, MIGSettings),
+        MetricSpec("dci", compute_dci, DCISettings),
+        MetricSpec("sap", compute_sap, SAPSettings),
+        MetricSpec("modularity", compute_modularity, ModularitySettings),
+        MetricSpec("irs", compute_irs, IRSSettings),
+        MetricSpec("unsupervised", compute_unsupervised, UnsupervisedSettings),
+        MetricSpec("downstream", compute_downstream, DownstreamSettings),
+    )
+}
+assert tuple(METRICS) == METRIC_NAMES, "registry and metrics/names.py disagree"
+
+
+def metric_settings(
+    name: str,
+    mode: str = "reference",
+    device: str = "cpu",
+    sample_scale: float = 1.0,
+    progress: bool = False,
+    threads: int = 1,
+) -> MetricSettings:
+    """The study defaults of metric ``name`` with the run's mode, device and sample scale."""
+    if name in FEW_LABEL_METRICS:
+        cls: type[MetricSettings] = FewLabelSettings
+    elif name in METRICS:
+        cls = METRICS[name].settings
+    else:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+    base = cls(
+        mode=check_mode(mode), device=resolve_device(device), progress=progress, threads=threads
+    )
+    return base.scaled(sample_scale)
+
+
+def compute_metric(
+    name: str,
+    dataset: Any,
+    representation: RepresentationFunction | CodeCache,
+    seed: int,
+    settings: MetricSettings | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec = METRICS[name]
+    settings = settings or spec.settings()
+    if spec.takes_details:
+        return spec.compute(dataset, representation, seed, settings, details=details)
+    return spec.compute(dataset, representation, seed, settings)
+
+
+def headline(name: str, scores: dict[str, Any]) -> float | None:
+    """The summary number of a metric's scores (names.HEADLINE)."""
+    key = HEADLINE.get(name)
+    if key is None:
+        return None
+    if name == "downstream":
+        first = next(iter(scores.values()), {})
+        keys = [k for k in first if k.endswith(":" + key)]
+        return first[keys[-1]] if keys else None
+    value = scores.get(key)
+    return None if value is None else float(value)
+
+
+@dataclass
+class Evaluation:
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows_encoded: int = 0
+
+    @property
+    def summary(self) -> dict[str, float]:
+        out = {}
+        for name, scores in self.scores.items():
+            value = headline(name, scores)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def evaluate_metrics(
+    names: Sequence[str],
+    dataset: Any,
+    representation: RepresentationFunction,
+    seed: int = 0,
+    mode: str = "fast",
+    sample_scale: float = 1.0,
+    device: str = "auto",
+    progress: bool = False,
+    mask: Any = None,
+    few_label: bool = False,
+    on_metric: Callable[[str, dict[str, Any], float], None] | None = None,
+    threads: int = 1,
+) -> Evaluation:
+    """Compute ``names`` (and, with ``few_label`` and a supervision ``mask``, val_mig / val_dci /
+    val_sap) for one representation. Returns scores, seconds and settings per metric."""
+    mode = check_mode(mode)
+    device = resolve_device(device)
+    source: RepresentationFunction | CodeCache = representation
+    cache = None
+    if mode == "fast":
+        cache = CodeCache(dataset, representation, progress=progress)
+        source = cache
+    result = Evaluation()
+    todo = list(names) + (list(FEW_LABEL_METRICS) if few_label and mask is not None else [])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="metrics", unit="metric")
+    for name in names:
+        settings = metric_settings(name, mode, device, sample_scale, progress, threads)
+        details: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        scores = compute_metric(name, dataset, source, seed, settings, details)
+        result.seconds[name] = time.perf_counter() - t0
+        result.scores[name] = scores
+        result.settings[name] = settings.describe()
+        if details:
+            result.details[name] = details
+        if on_metric:
+            on_metric(name, scores, result.seconds[name])
+        if bar is not None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+    if few_label and mask is not None:
+        settings = metric_settings("val_mig", mode, device, 1.0, progress, threads)
+        t0 = time.perf_counter()
+        few = compute_few_label(dataset, mask, source, seed, settings)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - t0
+        for name, scores in few.items():
+            result.scores[name] = scores
+            result.seconds[name] = elapsed / max(1, len(few))
+            result.settings[name] = settings.describe()
+            if on_metric:
+                on_metric(name, scores, result.seconds[name])
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if cache is not None:
+        result.rows_encoded = cache.rows_computed
+    return result

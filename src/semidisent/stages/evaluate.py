@@ -1,0 +1,231 @@
+"""`semidisent evaluate`: a trained model + the prepared artifact -> metrics and pictures.
+
+Writes into ``out``:
+
+- ``metrics.json``: numbers only (DVC metrics): ``{"summary": {metric: headline score},
+  metric: {score name: value}, ...}``, e.g. ``{"mig": {"discrete_mig": 0.31}, ...}``;
+- ``metrics_meta.json``: provenance: mode, seed, sample scale, settings and seconds per metric,
+  library versions (scikit-learn is part of the reference metrics' definition), device, model
+  file hash and metadata, dataset hash;
+- ``plots/*.png``: reconstructions, prior samples, latent traversals, and factor-vs-latent heat
+  maps (mutual information / factor entropy; DCI importance when DCI is computed).
+
+``model="random"`` evaluates a freshly initialised encoder (seed ``train.seed``): the "random
+encoder" baseline that trained models are compared against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..artifacts.hashing import sha256_file, write_json
+from ..artifacts.prepared import Prepared, load_prepared
+from ..config.schema import Params
+from ..errors import ArtifactError
+from ..tracking.base import NULL_TRACKER, Tracker
+
+log = logging.getLogger(__name__)
+
+RANDOM_ENCODER = "random"
+
+
+def random_encoder(params: Params, in_channels: int, seed: int | None = None) -> Any:
+    """A VAE with freshly initialised weights (``model`` parameters, seed ``train.seed``)."""
+    import torch
+
+    from ..models import VAE, VAEConfig
+
+    seed = params.train.seed if seed is None else seed
+    config = VAEConfig(
+        in_channels=in_channels,
+        num_latent=params.model.num_latent,
+        encoder_kernel=params.model.encoder_kernel,
+        init=params.model.init,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VAE(config).eval()
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import sklearn
+    import torch
+
+    return {
+        "semidisent": __version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _load_model(model: Any, params: Params, in_channels: int, device: str) -> tuple[Any, dict]:
+    from ..models.io import load_model
+
+    if isinstance(model, str) and model == RANDOM_ENCODER:
+        vae = random_encoder(params, in_channels)
+        info = {"kind": "random_encoder", "seed": params.train.seed, "config": vae.config.to_dict()}
+    elif isinstance(model, (str, Path)):
+        vae, meta = load_model(model)
+        info = {
+            "kind": "file",
+            "path": str(model),
+            "sha256": sha256_file(model),
+            "config": vae.config.to_dict(),
+            "meta": meta,
+        }
+    else:
+        vae = model
+        info = {"kind": "object", "config": vae.config.to_dict()}
+    if vae.config.in_channels != in_channels:
+        raise ArtifactError(
+            f"the model takes {vae.config.in_channels}-channel images but the prepared dataset "
+            f"has {in_channels} channels; evaluate it on the dataset it was trained on"
+        )
+    return vae.to(device).eval(), info
+
+
+def _numbers(obj: Any) -> Any:
+    """Scores as JSON numbers (NaN is not valid JSON: it becomes null)."""
+    if isinstance(obj, dict):
+        return {k: _numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    return obj
+
+
+def run_evaluate(
+    params: Params,
+    prepared: Prepared | str | Path,
+    model: Any,
+    out: str | Path,
+    progress: bool = True,
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Any]:
+    """Compute ``eval.metrics`` (+ the few-label ones with ``eval.few_label``) of ``model`` (a
+    VAE, a model file, or ``"random"``) on the prepared dataset; write metrics.json,
+    metrics_meta.json and plots/ under ``out``. Returns the contents of metrics.json."""
+    from ..metrics.registry import evaluate_metrics
+    from ..metrics.representation import vae_representation
+    from ..metrics.utils import resolve_device
+    from .pictures import write_pictures
+
+    t0 = time.perf_counter()
+    ep = params.eval
+    if not isinstance(prepared, Prepared):
+        prepared = load_prepared(prepared, params)
+    dataset = prepared.dataset
+    device = resolve_device(ep.device)
+    vae, model_info = _load_model(model, params, dataset.observation_shape[0], device)
+    representation = vae_representation(vae, device=device, batch_size=ep.batch_size)
+    log.info(
+        "evaluating %s on %s (%s mode, %s, sample scale %g)",
+        model_info["kind"],
+        dataset.name,
+        ep.mode,
+        device,
+        ep.sample_scale,
+    )
+
+    def report(name: str, scores: dict[str, Any], seconds: float) -> None:
+        log.info("%s: %s (%.1f s)", name, json.dumps(_numbers(scores))[:200], seconds)
+
+    ev = evaluate_metrics(
+        ep.metrics,
+        dataset,
+        representation,
+        seed=ep.seed,
+        mode=ep.mode,
+        sample_scale=ep.sample_scale,
+        device=device,
+        progress=progress,
+        mask=prepared.mask,
+        few_label=ep.few_label,
+        on_metric=report,
+        threads=ep.cpu_threads,
+    )
+    details = dict(ev.details)
+    if "mig" not in details:  # the heat map needs a mutual-information matrix anyway
+        from ..metrics.mig import MIGSettings, compute_mig
+        from ..metrics.representation import CodeCache
+
+        sizes = MIGSettings(mode="fast", device=device).scaled(min(ep.sample_scale, 0.2))
+        details["mig"] = {}
+        compute_mig(dataset, CodeCache(dataset, representation), ep.seed, sizes, details["mig"])
+    out = Path(out)
+    plots = out / "plots"
+    if plots.exists():
+        shutil.rmtree(plots)
+    pictures: list[Path] = []
+    if ep.plots:
+        pictures = write_pictures(vae, dataset, plots, details, seed=ep.seed)
+    metrics = _numbers({"summary": ev.summary, **ev.scores})
+    meta = {
+        "mode": ep.mode,
+        "seed": ep.seed,
+        "sample_scale": ep.sample_scale,
+        "metrics": list(ep.metrics),
+        "few_label": ep.few_label,
+        "device": device,
+        "device_name": _device_name(device),
+        "seconds": {
+            **{k: round(v, 3) for k, v in ev.seconds.items()},
+            "total": round(time.perf_counter() - t0, 3),
+        },
+        "settings": ev.settings,
+        "rows_encoded": ev.rows_encoded,
+        "versions": _versions(),
+        "model": model_info,
+        "data": {
+            "path": str(prepared.path),
+            "dataset": dataset.name,
+            "content_sha256": prepared.data_hash,
+            "mask_sha256": prepared.mask.digest(),
+            "n_validation": int(np.sum(prepared.mask.is_validation)),
+        },
+        "params_sha256": params.digest("eval", "model"),
+        "pictures": [str(p.relative_to(out)) for p in pictures],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics_meta.json", _numbers(meta))
+    tracker.log_metrics(_flatten(metrics))
+    tracker.log_dict(meta, "metrics_meta.json")
+    if pictures:
+        tracker.log_artifact(plots, "plots")
+    log.info("evaluation written to %s in %.1f s", out, meta["seconds"]["total"])
+    return metrics
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested scores -> MLflow metric names (``mig.discrete_mig``); ':' is not allowed there."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}".replace(":", "_")
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (int, float)) and v is not None:
+            out[key] = float(v)
+    return out
