@@ -15,17 +15,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## The default experiment on the embedded defaults (procedural dSprites, local MLflow).
+## The default experiment on the embedded defaults (procedural dSprites, local MLflow):
+## prepare -> train -> evaluate -> report, reproduced by DVC (a second run does nothing).
 run: $(STAMP)
-	$(BIN)/semidisent prepare
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro report
 
 ## The test suite (GPU and cluster tests skip themselves without a GPU / KFP_HOST).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not cluster"
 
+LINTED := src tests benchmarks $(wildcard pipelines/*.py components/*.py)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -58,11 +58,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .stages.evaluate import RANDOM_ENCODER, run_evaluate
+    from .stages.evaluate import RANDOM_ENCODER, run_evaluate, run_evaluate_tracked
 
     params = _load(args)
-    model = RANDOM_ENCODER if args.random_encoder else args.model
-    metrics = run_evaluate(params, args.prepared, model, args.out, progress=not args.quiet)
+    if args.random_encoder:  # a baseline, not an experiment: not logged to MLflow
+        metrics = run_evaluate(params, args.prepared, RANDOM_ENCODER, args.out, not args.quiet)
+    else:
+        metrics = run_evaluate_tracked(
+            params, args.prepared, args.model, args.out, progress=not args.quiet
+        )
     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics["summary"].items() if v is not None)
     what = "a random encoder" if args.random_encoder else args.model
     print(f"evaluated {what} ({params.eval.mode} mode): {summary} -> {args.out}/metrics.json")

@@ -229,3 +229,24 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float)) and v is not None:
             out[key] = float(v)
     return out
+
+
+def run_evaluate_tracked(
+    params: Params,
+    prepared_dir: str | Path,
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`run_evaluate` logging into the MLflow run of the model (the run id travels in
+    ``mlflow_run.json`` beside the model file); what the CLI, ``dvc repro`` and Kubeflow call."""
+    from ..tracking.experiment import experiment_run
+
+    with experiment_run(params, Path(model_path).parent, "evaluate") as tracker:
+        # Tags, not params: train logged params.yaml's eval section already, and a later
+        # `dvc exp run -S eval.mode=reference` must not collide with it (MLflow params are
+        # write-once).
+        evaluated = {f"evaluated_with.{k}": v for k, v in params.to_dict()["eval"].items()}
+        tracker.set_tags({"semidisent.evaluated": "true", **evaluated})
+        return run_evaluate(params, prepared_dir, model_path, out, progress, tracker=tracker)
