@@ -3,7 +3,13 @@
 Each key is a ``train.*`` parameter; each value is either a range ``{low, high[, log][, step]}``
 or ``{choices: [...]}``. Every bound and choice must itself be a valid value of that training
 parameter (so ``beta: {low: 0, ...}`` fails with train.beta's own rule), a range must not be
-empty, and the grid sampler needs finite values (choices, or a step).
+empty, and the grid sampler needs finite values (choices, or a step). Keys that change how a
+run executes rather than what it learns (``NOT_SEARCHABLE``) are refused; the trial length is
+``search.steps``.
+
+The objectives a study may optimise are checked here too (``check_objectives``): the few-label
+scores computed on the held-out part of the labelled pool, or final training statistics, never a
+full-ground-truth metric (those are logged beside each trial, ``search.gt_metrics``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
@@ -30,13 +37,48 @@ class Dimension:
     def grid_values(self) -> list[Any]:
         if self.kind == "categorical":
             return list(self.choices)
-        assert self.step is not None and self.low is not None and self.high is not None
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        values = [self.low + i * self.step for i in range(n)]
+        step = self.step if self.step is not None else (1 if self.kind == "int" else None)
+        assert step is not None and self.low is not None and self.high is not None
+        n = math.floor((self.high - self.low) / step + 1e-9) + 1
+        values = [self.low + i * step for i in range(n)]
         return [round(v) for v in values] if self.kind == "int" else values
 
 
 RANGE_KEYS = {"low", "high", "log", "step"}
+# Execution settings, not hyper-parameters (the trial length is search.steps).
+NOT_SEARCHABLE = ("steps", "device", "fast", "amp", "checkpoint_every", "log_every")
+
+# Objectives: few-label model-selection scores (held-out labelled pool, their headline score) and
+# the last training window's mean statistics (e.g. for a disentanglement / reconstruction front).
+FEW_LABEL_OBJECTIVES = ("val_mig", "val_dci", "val_sap")
+TRAINING_OBJECTIVES = ("recon", "kl", "loss")
+OBJECTIVE_NAMES = FEW_LABEL_OBJECTIVES + TRAINING_OBJECTIVES
+
+
+def check_objectives(objectives: Sequence[str], pruner: str, prefix: str = "search") -> None:
+    """Refuse unknown or full-ground-truth objectives, duplicates, and pruning several of them."""
+    from ..metrics.names import METRIC_NAMES
+
+    key = f"{prefix}.objectives"
+    for name in objectives:
+        if name in METRIC_NAMES:
+            raise bad_value(
+                key,
+                list(objectives),
+                f"few-label or training objectives ({', '.join(OBJECTIVE_NAMES)}); {name} uses "
+                "the full ground truth: it is logged beside each trial (search.gt_metrics), "
+                "never selected on",
+            )
+        if name not in OBJECTIVE_NAMES:
+            raise bad_value(key, list(objectives), "names among " + ", ".join(OBJECTIVE_NAMES))
+    if len(set(objectives)) != len(objectives):
+        raise bad_value(key, list(objectives), "distinct names")
+    if len(objectives) > 1 and pruner != "none":
+        raise bad_value(
+            f"{prefix}.pruner",
+            pruner,
+            "none with several objectives (Optuna prunes single-objective studies only)",
+        )
 
 
 def _train_field(name: str):
@@ -77,6 +119,14 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
         key = f"search.space.{name}"
         if name not in train_keys:
             raise bad_value(key, spec, "a key of train: " + ", ".join(sorted(train_keys)))
+        if name in NOT_SEARCHABLE:
+            raise bad_value(
+                key,
+                spec,
+                "a train hyper-parameter, not an execution setting ("
+                + ", ".join(NOT_SEARCHABLE)
+                + "; the trial length is search.steps)",
+            )
         if not isinstance(spec, dict):
             raise bad_value(
                 key, spec, "{low: .., high: ..[, log: true][, step: ..]} or {choices: [...]}"
@@ -117,7 +167,7 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
                 raise bad_value(f"{key}.step", step, f"a number in (0, {high - low}]")
             if log:
                 raise bad_value(f"{key}.step", step, "no step with log: true")
-        if sampler == "grid" and step is None:
+        if sampler == "grid" and step is None and base is not int:  # ints: step 1
             raise bad_value(key, spec, "choices or a step: the grid sampler needs finite values")
         dims.append(
             Dimension(

@@ -83,6 +83,9 @@ def _client_settings() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 
+EXPERIMENT_KIND, MODEL_DEV = "mlflow.experimentKind", "custom_model_development"
+
+
 class MlflowTracker(Tracker):
     enabled = True
 
@@ -135,7 +138,13 @@ class MlflowTracker(Tracker):
                 client.update_run(run_id, status="RUNNING")
             else:
                 exp = client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+                # The kind tag makes MLflow 3's UI open the experiment on its runs table (an
+                # untagged experiment opens on the GenAI traces onboarding page).
+                exp_id = (
+                    exp.experiment_id
+                    if exp
+                    else client.create_experiment(experiment, tags={EXPERIMENT_KIND: MODEL_DEV})
+                )
                 run_tags = dict(redact_mapping(tags or {}))
                 if parent_run_id:
                     run_tags["mlflow.parentRunId"] = parent_run_id
