@@ -64,7 +64,7 @@ def tracked_experiment(pg_mlflow, small_prepared, tmp_path_factory):
 def test_stages_log_one_run_to_an_mlflow_server_on_postgresql(pg_mlflow, tracked_experiment):
     from mlflow import MlflowClient
 
-    params, out = tracked_experiment
+    _, out = tracked_experiment
     run_id = json.loads((out / "model" / "mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(pg_mlflow)
     run = client.get_run(run_id)
@@ -112,7 +112,7 @@ def _headless(url: str, *extra: str) -> subprocess.CompletedProcess:
 def test_mlflow_ui_lists_the_run_with_its_metrics_in_a_real_browser(pg_mlflow, tracked_experiment):
     from mlflow import MlflowClient
 
-    params, out = tracked_experiment
+    _, out = tracked_experiment
     client = MlflowClient(pg_mlflow)
     exp = client.get_experiment_by_name("semidisent-pg")
     run = client.get_run(json.loads((out / "model" / "mlflow_run.json").read_text())["run_id"])
