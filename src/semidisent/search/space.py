@@ -81,7 +81,7 @@ def check_objectives(objectives: Sequence[str], pruner: str, prefix: str = "sear
         )
 
 
-def _train_field(name: str):
+def _train_field(name: str) -> tuple[Any, Any]:
     from ..config.schema import TrainParams
 
     fields = TrainParams.__dataclass_fields__

@@ -1,0 +1,329 @@
+"""Search parameters, storage, sampler/pruner setup and the results writers (no training)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from semidisent.config import load_params
+from semidisent.errors import ParamsError
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        # empty ranges
+        ("search.space.beta={low: 4, high: 4}", "search.space.beta.high = 4", "range is empty"),
+        ("search.space.beta={low: 8, high: 2}", "search.space.beta.high = 2", "range is empty"),
+        # unknown parameter names
+        ("search.space.betta={low: 1, high: 2}", "search.space.betta", "a key of train"),
+        # beta <= 0, checked with train.beta's own rule
+        ("search.space.beta={low: 0, high: 4}", "search.space.beta.low = 0", "> 0 (as train.beta)"),
+        ("search.space.beta={low: -1, high: 4}", "search.space.beta.low = -1", "> 0"),
+        ("search.space.beta={choices: [0, 4]}", "search.space.beta.choices = 0", "> 0"),
+        # other bad spaces
+        ("search.space.replacement_rate={low: 0, high: 1.5}", "replacement_rate.high", "[0, 1]"),
+        ("search.space.gamma_sup={low: 0, high: 1, log: true}", "gamma_sup.low", "log-uniform"),
+        ("search.space.supervised_loss={choices: [xent, hinge]}", "supervised_loss", "xent, l2"),
+        ("search.space.supervised_loss={low: 1, high: 2}", "supervised_loss", "choices"),
+        ("search.space.steps={low: 10, high: 20}", "search.space.steps", "search.steps"),
+        ("search.space.beta={low: 1, high: 2, step: 5}", "search.space.beta.step", "(0, 1"),
+        ("search.space.beta=4", "search.space.beta", "a mapping"),
+        ("search.space={}", "search.space", "at least one"),
+        ("search.sampler=grid", "search.space.beta", "grid sampler needs finite values"),
+        # objectives
+        ("search.objectives=[mig]", "search.objectives", "uses the full ground truth"),
+        ("search.objectives=[val_foo]", "search.objectives", "val_mig, val_dci"),
+        ("search.objectives=[val_mig,recon]", "search.directions", "one direction per objective"),
+        ("search.gt_metrics=[accuracy]", "search.gt_metrics", "metric names among"),
+        ("search.reports=5000", "search.reports = 5000", "at most steps"),
+        ("search.study_name=''", "search.study_name", "non-empty"),
+    ],
+)
+def test_bad_search_parameters_are_refused_at_load(override, key, allowed):
+    with pytest.raises(ParamsError) as e:
+        load_params(ROOT / "params.yaml", [override])
+    assert key in str(e.value)
+    assert allowed in str(e.value)
+
+
+def test_multi_objective_needs_pruner_none():
+    over = ["search.objectives=[val_mig,recon]", "search.directions=[maximize,minimize]"]
+    with pytest.raises(ParamsError, match=r"search\.pruner = 'median'.*none with several"):
+        load_params(ROOT / "params.yaml", over)
+    params = load_params(ROOT / "params.yaml", [*over, "search.pruner=none"])
+    assert params.search.objectives == ("val_mig", "recon")
+
+
+def test_bad_space_refused_by_the_cli_before_any_trial(tmp_path):
+    """One error line naming key, value and rule; no storage created, nothing trained."""
+    proc = run_cli(
+        "search",
+        "--params",
+        str(ROOT / "params.yaml"),
+        "-S",
+        "search.space.beta={low: 0, high: 16}",
+        "-S",
+        f"search.storage=sqlite:///{tmp_path}/optuna.db",
+        "--prepared",
+        str(tmp_path / "missing"),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "search.space.beta.low = 0" in proc.stderr and "> 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_storage_urls(tmp_path, monkeypatch):
+    from semidisent.search.study import resolve_storage_url
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_storage_url("sqlite:///optuna.db") == f"sqlite:///{tmp_path}/optuna.db"
+    assert (
+        resolve_storage_url("sqlite:///a/b.db?timeout=5")
+        == f"sqlite:///{tmp_path}/a/b.db?timeout=5"
+    )
+    assert resolve_storage_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_storage_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    pg = "postgresql+psycopg2://u:pw@db:5432/optuna"
+    assert resolve_storage_url(pg) == pg
+
+
+def test_unreachable_storage_error_never_shows_the_password():
+    from semidisent.search.study import SearchError, open_storage
+
+    params = load_params(
+        ROOT / "params.yaml",
+        ["search.storage=postgresql+psycopg2://alice:hunter22@127.0.0.1:9/optuna"],
+    )
+    with pytest.raises(SearchError) as e:
+        open_storage(params.search)
+    assert "hunter22" not in str(e.value)
+    assert "postgresql+psycopg2://***@127.0.0.1:9/optuna" in str(e.value)
+
+
+def test_space_to_distributions_and_trial_params():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from semidisent.search.objective import trial_train_params
+    from semidisent.search.space import parse_space
+    from semidisent.search.study import distributions, grid_size
+
+    space = {
+        "beta": {"low": 1, "high": 16, "log": True},
+        "seed": {"low": 0, "high": 4},
+        "supervised_loss": {"choices": ["xent", "l2"]},
+        "replacement_rate": {"low": 0, "high": 1, "step": 0.25},
+    }
+    d = distributions(parse_space(space))
+    assert d["beta"] == FloatDistribution(1.0, 16.0, log=True)
+    assert d["seed"] == IntDistribution(0, 4)
+    assert d["supervised_loss"] == CategoricalDistribution(["xent", "l2"])
+    assert d["replacement_rate"] == FloatDistribution(0.0, 1.0, step=0.25)
+    grid = {k: v for k, v in space.items() if k != "beta"}
+    assert grid_size(parse_space(grid, "grid")) == 5 * 2 * 5
+
+    params = load_params(ROOT / "params.yaml", ["search.steps=77"])
+    tp = trial_train_params(params, {"beta": 2.5, "replacement_rate": 0.25})
+    # the contract: replace(params.train, steps=params.search.steps, **suggested)
+    assert tp == dataclasses.replace(params.train, steps=77, beta=2.5, replacement_rate=0.25)
+    with pytest.raises(ParamsError, match="replacement_target"):
+        trial_train_params(params, {"replacement_target": "scaled"})  # needs l2
+
+
+def test_rungs_and_seeds():
+    from semidisent.search.study import rung_steps, worker_seed
+
+    sp = load_params(ROOT / "params.yaml", ["search.steps=1000", "search.reports=4"]).search
+    assert rung_steps(sp) == [250, 500, 750, 1000]
+    assert rung_steps(dataclasses.replace(sp, reports=1)) == [1000]
+    multi = dataclasses.replace(sp, objectives=("val_mig", "recon"))
+    assert rung_steps(multi) == [1000]  # no intermediate values for multi-objective studies
+    assert worker_seed(3, None, 0) == 3  # a fresh single-worker study is reproducible
+    seeds = {worker_seed(3, w, n) for w in (None, "a", "b") for n in (0, 5)}
+    assert len(seeds) == 6  # workers and resumed calls draw other trials
+
+
+def test_grid_sampler_with_ask_and_tell_visits_each_point_once(tmp_path):
+    import optuna
+
+    from semidisent.search.space import parse_space
+    from semidisent.search.study import distributions, make_sampler
+
+    space = {"replacement_rate": {"low": 0, "high": 1, "step": 0.5}, "seed": {"choices": [0, 1]}}
+    params = load_params(ROOT / "params.yaml", ["search.sampler=grid", f"search.space={space}"])
+    dims = parse_space(space, "grid")
+    study = optuna.create_study(sampler=make_sampler(params.search, dims, 0), direction="maximize")
+    batch = [study.ask(distributions(dims)) for _ in range(6)]
+    for t in batch:
+        study.tell(t, 0.5)  # Optuna's GridSampler would call study.stop() here and raise
+    points = {(t.params["replacement_rate"], t.params["seed"]) for t in study.trials}
+    assert len(points) == 6
+
+
+def _study_params(tmp_path: Path, *extra: str):
+    return load_params(
+        ROOT / "params.yaml",
+        [f"search.storage=sqlite:///{tmp_path}/optuna.db", "search.heartbeat_s=1", *extra],
+    )
+
+
+def test_study_made_with_other_parameters_is_refused(tmp_path):
+    from semidisent.search.study import SearchError, open_storage, open_study, study_name
+
+    p1 = _study_params(tmp_path, "search.study_name=fixed")
+    open_study(p1, open_storage(p1.search))
+    open_study(p1, open_storage(p1.search))  # same parameters: loaded
+    p2 = _study_params(tmp_path, "search.study_name=fixed", "search.steps=2000")
+    with pytest.raises(SearchError, match=r"search\.steps = 1000 in the study but 2000 now"):
+        open_study(p2, open_storage(p2.search))
+    # with {digest} in the name, another configuration is simply another study
+    q1, q2 = _study_params(tmp_path), _study_params(tmp_path, "search.steps=2000")
+    assert study_name(q1) != study_name(q2) and study_name(q1).startswith("semidisent-")
+    assert study_name(q1) == study_name(_study_params(tmp_path, "search.n_trials=99"))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_stale_and_orphaned_trials_are_requeued(tmp_path):
+    import optuna
+
+    from semidisent.search.study import (
+        Heartbeat,
+        Owner,
+        counts,
+        open_storage,
+        open_study,
+        requeue_lost_trials,
+        retry_callback,
+    )
+
+    params = _study_params(tmp_path)
+    storage = open_storage(params.search)
+    study = open_study(params, storage)
+    dist = {"beta": optuna.distributions.FloatDistribution(1, 16, log=True)}
+    dead_here = Owner("w0", pid=2**22 + 12345)  # no such process on this host
+    elsewhere = Owner("w1", host="another-host")
+    live = Owner("w2", pid=os.getppid())  # another live process on this host
+    trials = {}
+    for owner in (dead_here, elsewhere, live):
+        t = study.ask(dist)
+        for k, v in owner.attrs().items():
+            t.set_user_attr(k, v)
+        trials[owner.worker] = t
+    hb = Heartbeat(storage, None)  # record once, no thread: the trials then fall silent
+    hb.interval = 1
+    hb.add([trials["w1"]._trial_id])
+    me = Owner("me")
+    retry = retry_callback(params.search)
+    # at once: the dead process on this host; the other host's trial still has a fresh heartbeat
+    requeue_lost_trials(study, me, retry)
+    state = {t.number: t.state.name for t in study.get_trials()}
+    assert state[trials["w0"].number] == "FAIL" and state[trials["w1"].number] == "RUNNING"
+    assert state[trials["w2"].number] == "RUNNING"  # alive (this very test process)
+    time.sleep(3 * 1 + 1.5)  # the heartbeat grace period: three intervals
+    requeue_lost_trials(study, me, retry)
+    all_trials = study.get_trials()
+    assert all_trials[trials["w1"].number].state.name == "FAIL"
+    waiting = [t for t in all_trials if t.state.name == "WAITING"]
+    assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(
+        [trials["w0"].number, trials["w1"].number]
+    )
+    assert all(t.params == all_trials[t.system_attrs["failed_trial"]].params for t in waiting)
+    c = counts(all_trials)
+    # interrupted trials are not finished: their copies will be
+    assert c["interrupted"] == 2 and c["finished"] == 0 and c["waiting"] == 2
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def _frozen(number, state, values, params, gt=None, inter=None):
+    import optuna
+
+    t = optuna.trial.create_trial(
+        state=getattr(optuna.trial.TrialState, state),
+        values=values,
+        params=params,
+        distributions={
+            "beta": optuna.distributions.FloatDistribution(1, 16, log=True),
+            "replacement_rate": optuna.distributions.FloatDistribution(0, 1),
+        },
+        user_attrs={"gt": gt or {}},
+        intermediate_values=inter or {},
+    )
+    t.number = number
+    return t
+
+
+def _view(objectives=("val_mig",), directions=("maximize",)):
+    from semidisent.search.results import StudyView
+
+    return StudyView(
+        name="s",
+        objectives=objectives,
+        directions=directions,
+        space=("beta", "replacement_rate"),
+        log_axes=("beta",),
+        fixed={"beta": 4.0, "replacement_rate": 0.5},
+        gt_metrics=("mig", "dci"),
+    )
+
+
+def test_results_table_summary_selection_and_plot(tmp_path):
+    import csv
+
+    from semidisent.search import results
+
+    trials = [
+        _frozen(0, "COMPLETE", [0.30], {"beta": 2.0, "replacement_rate": 0.1}, {"mig": 0.20}),
+        _frozen(1, "COMPLETE", [0.50], {"beta": 8.0, "replacement_rate": 0.9}, {"mig": 0.35}),
+        _frozen(2, "COMPLETE", [0.40], {"beta": 4.0, "replacement_rate": 0.5}, {"mig": 0.40}),
+        _frozen(3, "PRUNED", [0.05], {"beta": 1.0, "replacement_rate": 0.3}, inter={250: 0.05}),
+        _frozen(4, "FAIL", None, {"beta": 16.0, "replacement_rate": 0.0}),
+    ]
+    view = _view()
+    assert results.best_trial(trials, ("maximize",)).number == 1
+    assert results.best_trial(trials, ("minimize",)).number == 0
+    sel = results.selection_quality(trials, view)
+    assert sel["selected_trial"] == 1 and sel["truly_best_trial"] == 2
+    assert sel["regret"] == pytest.approx(0.05) and sel["spearman"] == pytest.approx(0.5)
+    s = results.summary(trials, view, {"complete": 3, "pruned": 1})
+    assert s["best"]["trial"] == 1 and s["best"]["val_mig"] == 0.5 and s["trials"]["total"] == 5
+    best = results.best_params(trials, view, steps=1000)
+    assert best["train"] == {"beta": 8.0, "replacement_rate": 0.9} and best["values"] == [0.5]
+    rows = results.trial_rows(trials, view)
+    results.write_csv(tmp_path / "t.csv", rows, view)
+    table = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [r["number"] for r in table] == ["0", "1", "2", "3", "4"]
+    assert table[3]["state"] == "PRUNED" and table[3]["steps"] == "250"
+    assert table[2]["gt_mig"] == "0.4" and table[4]["val_mig"] == ""
+    png = results.plot_trials(tmp_path / "t.png", trials, view)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # no trial at all: still valid outputs (DVC needs them)
+    assert results.best_params([], view, 10)["trial"] is None
+    results.plot_trials(tmp_path / "empty.png", [], view)
+
+
+def test_pareto_best_for_two_objectives():
+    from semidisent.search import results
+
+    p = {"beta": 2.0, "replacement_rate": 0.1}
+    trials = [
+        _frozen(0, "COMPLETE", [0.3, 100.0], p),
+        _frozen(1, "COMPLETE", [0.5, 300.0], p),
+        _frozen(2, "COMPLETE", [0.2, 400.0], p),  # dominated by 0
+        _frozen(3, "COMPLETE", [0.1, 50.0], p),
+    ]
+    dirs = ("maximize", "minimize")
+    assert [t.number for t in results.pareto_front(trials, dirs)] == [0, 1, 3]
+    assert results.best_trial(trials, dirs).number == 1
+    s = results.summary(trials, _view(("val_mig", "recon"), dirs), {})
+    assert s["pareto_trials"] == [0, 1, 3]
