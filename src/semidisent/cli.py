@@ -142,6 +142,133 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- pipeline (Kubeflow)
+
+
+def _cluster_settings(args: argparse.Namespace):
+    """ClusterSettings from the command line (options left out keep their defaults)."""
+    import dataclasses
+
+    from .kfp_pipeline.settings import ClusterSettings
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ClusterSettings)
+        if getattr(args, f.name, None) is not None
+    }
+    return ClusterSettings(**given)
+
+
+def cmd_pipeline_compile(args: argparse.Namespace) -> int:
+    from .kfp_pipeline.compile import compile_pipeline
+
+    params = _load(args)  # validated first: a wrong value never reaches the compiler
+    out = compile_pipeline(params, _cluster_settings(args), args.out)
+    print(f"compiled pipeline -> {out}")
+    return 0
+
+
+def cmd_pipeline_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import load_params
+    from .kfp_pipeline.submit import submit
+
+    # Both validated before anything is sent: the compiled defaults (the params file) and this
+    # run's values (with the -S overrides), which travel as the run's arguments.
+    base = load_params(args.params)
+    run = _load(args)
+    extra = {
+        k: v for k, v in (("dvc_remote", args.dvc_remote), ("data_version", args.data_version)) if v
+    }
+    result = submit(
+        base,
+        run,
+        _cluster_settings(args),
+        host=args.host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        token=os.environ.get("KFP_TOKEN") or None,
+        extra_arguments=extra,
+        enable_caching=False if args.no_cache else None,
+    )
+    changed = ", ".join(f"{k}={v!r}" for k, v in result.arguments.items()) or "none"
+    print(f"submitted run {result.run_id} (arguments changed: {changed})")
+    print(result.url)
+    return 0
+
+
+def cmd_pipeline_run_local(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .kfp_pipeline.local import default_root, local_params, run_local
+
+    root = Path(args.root).resolve() if args.root else default_root()
+    params = local_params(args.params, args.overrides, root, tiny=not args.full_budget)
+    result = run_local(params, root, dvc_remote=args.dvc_remote, data_version=args.data_version)
+    print(
+        f"pipeline finished in {result.seconds:.0f} s; artifacts under {result.root}; "
+        f"registered model {result.model_uri or '(tracking disabled)'}"
+    )
+    return 0
+
+
+def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    from .kfp_pipeline.settings import ClusterSettings
+
+    p = sub.add_parser("pipeline", help="Kubeflow Pipelines: compile, submit, run locally")
+    psub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    defaults = ClusterSettings()
+
+    def cluster_options(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("cluster settings (fixed at compile time; docs/kubeflow.md)")
+        g.add_argument("--image", help="the components' image (default: $SEMIDISENT_IMAGE)")
+        g.add_argument(
+            "--workers", dest="search_workers", type=int, help="search workers (default: 2)"
+        )
+        g.add_argument("--gpus", type=int, help="GPUs per training task; 0 = CPU (default: 1)")
+        g.add_argument("--accelerator", help=f"default: {defaults.accelerator}")
+        g.add_argument("--gpu-toleration", help="GPU nodes' taint key ('' = none)")
+        g.add_argument("--gpu-node-selector", help="label=value of the GPU nodes")
+        g.add_argument("--data-pvc", help="PVC for the dataset cache + checkpoints, at /data")
+        g.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (MinIO, Ceph)")
+        g.add_argument("--s3-secret", help=f"default: {defaults.s3_secret}")
+        g.add_argument("--mlflow-secret", help=f"default: {defaults.mlflow_secret}")
+        g.add_argument("--optuna-secret", help=f"default: {defaults.optuna_secret}")
+        g.add_argument("--image-pull-secret", help="registry secret for the image")
+
+    q = psub.add_parser("compile", help="write the pipeline's IR YAML")
+    _common(q)
+    q.add_argument("--out", default="semidisent_pipeline.yaml", help="default: %(default)s")
+    cluster_options(q)
+    q.set_defaults(func=cmd_pipeline_compile)
+
+    q = psub.add_parser("submit", help="create a run on a Kubeflow Pipelines endpoint")
+    _common(q)
+    q.add_argument("--host", required=True, help="KFP API URL, e.g. https://kf.example/pipeline")
+    q.add_argument("--experiment", default="semidisent", help="KFP experiment (%(default)s)")
+    q.add_argument("--run-name", default=None, help="default: file name + time")
+    q.add_argument("--namespace", default=None, help="profile namespace (multi-user Kubeflow)")
+    q.add_argument("--dvc-remote", default="", help="DVC remote URL of the data (s3://...)")
+    q.add_argument("--data-version", default="", help="md5 DVC recorded for the data")
+    q.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
+    cluster_options(q)
+    q.set_defaults(func=cmd_pipeline_submit)
+
+    q = psub.add_parser("run-local", help="run the pipeline here with kfp.local (CPU)")
+    _common(q)
+    q.add_argument("--root", default=None, help="artifact folder (default: a new temp folder)")
+    q.add_argument("--dvc-remote", default="", help="DVC remote URL of the data (s3://...)")
+    q.add_argument("--data-version", default="", help="md5 DVC recorded for the data")
+    q.add_argument(
+        "--full-budget",
+        action="store_true",
+        help="use the params as they are (default: a tiny budget that runs in minutes)",
+    )
+    q.set_defaults(func=cmd_pipeline_run_local)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     p.add_argument(
@@ -247,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list the dataset names for data.dataset")
     p.set_defaults(func=cmd_datasets)
+
+    _pipeline_parser(sub)
     return parser
 
 
