@@ -116,6 +116,7 @@ def test_repro_runs_every_stage_and_logs_one_complete_mlflow_run(project, mlflow
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     metrics = json.loads((repo / "eval/metrics.json").read_text())
     assert {"mig", "dci", "sap"} <= set(metrics)
+    assert set(metrics["random_encoder"]) == {"mig", "dci"}  # the baseline, same settings
     assert (repo / "reports/report.html").stat().st_size > 1000
     run_file = json.loads((repo / "models/default/mlflow_run.json").read_text())
 

@@ -43,7 +43,9 @@ def test_run_evaluate_writes_metrics_meta_and_pictures(setup, tmp_path):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics and _numbers_only(on_disk)
     core = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
-    assert set(core) | {"val_mig", "val_dci", "val_sap", "summary"} == set(metrics)
+    assert set(core) | {"val_mig", "val_dci", "val_sap", "summary", "random_encoder"} == set(
+        metrics
+    )
     assert set(metrics["summary"]) == set(core) | {"val_mig", "val_dci", "val_sap"}
     assert metrics["summary"]["mig"] == metrics["mig"]["discrete_mig"]
     assert metrics["val_mig"]["num_labels"] == 4  # 10% of the 40-label pool
@@ -77,14 +79,27 @@ def test_evaluate_is_deterministic_and_the_random_encoder_baseline_is_reproducib
     assert not (tmp_path / "a" / "plots").exists()
     r1 = run_evaluate(params, prepared, RANDOM_ENCODER, tmp_path / "r1", progress=False)
     r2 = run_evaluate(params, prepared, random_encoder(params, 1), tmp_path / "r2", progress=False)
-    assert r1 == r2
+    # (an in-memory model is not known to be random: it gets the baseline beside its scores)
+    assert r1 == {k: v for k, v in r2.items() if k != "random_encoder"}
     meta = json.loads((tmp_path / "r1" / "metrics_meta.json").read_text())
     assert meta["model"]["kind"] == "random_encoder" and meta["model"]["seed"] == 0
+    # the baseline written beside a model's scores is exactly the random encoder's evaluation
+    assert "random_encoder" not in r1
+    assert a["random_encoder"] == {k: r1["summary"][k] for k in ("mig", "dci")}
 
 
 def test_heat_map_without_mig_or_dci(setup, tmp_path):
     _, prepared, model, overrides = setup
-    params = load_params(None, [*overrides, *EVAL, "eval.metrics=[sap]", "eval.few_label=false"])
+    params = load_params(
+        None,
+        [
+            *overrides,
+            *EVAL,
+            "eval.metrics=[sap]",
+            "eval.few_label=false",
+            "eval.random_baseline=[]",
+        ],
+    )
     metrics = run_evaluate(params, prepared, model, tmp_path / "e", progress=False)
     assert set(metrics) == {"sap", "summary"}
     assert (tmp_path / "e" / "plots" / "mutual_information.png").exists()
@@ -107,7 +122,8 @@ def test_cli_evaluate(setup, tmp_path):
     proc = run_cli(*base, "--model", str(model), "--out", str(out), "-q", check=True)
     assert "mig" in proc.stdout and str(out) in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"mig", "factor_vae", "val_mig", "val_dci", "val_sap", "summary"}
+    expected = {"mig", "factor_vae", "val_mig", "val_dci", "val_sap", "summary", "random_encoder"}
+    assert set(metrics) == expected
     proc = run_cli(*base, "--random-encoder", "--out", str(tmp_path / "r"), "-q", check=True)
     assert "random encoder" in proc.stdout
 

@@ -175,6 +175,10 @@ class EvalParams:
     cpu_threads: int = field(default=1, metadata=check(non_negative))
     # Write pictures (reconstructions, samples, traversals, heat maps) under <out>/plots.
     plots: bool = True
+    # Metrics also computed for a freshly initialised encoder (same settings and seed), written
+    # beside the model's as metrics.json's "random_encoder": the baseline a trained model must
+    # beat. [] turns it off.
+    random_baseline: tuple[str, ...] = ("mig", "dci")
 
 
 @dataclass(frozen=True)
@@ -312,12 +316,11 @@ class Params:
                 f"at least the {len(info.factor_names)} factors of {self.data.dataset} "
                 "(the first latents are the supervised ones)",
             )
-        for metric in self.eval.metrics:
-            if metric not in METRIC_NAMES:
+        for key in ("metrics", "random_baseline"):
+            names = getattr(self.eval, key)
+            if any(metric not in METRIC_NAMES for metric in names):
                 raise bad_value(
-                    "eval.metrics",
-                    list(self.eval.metrics),
-                    "metric names among " + ", ".join(METRIC_NAMES),
+                    f"eval.{key}", list(names), "metric names among " + ", ".join(METRIC_NAMES)
                 )
         from ..search.space import parse_space
 

@@ -182,6 +182,25 @@ def run_evaluate(
     if ep.plots:
         pictures = write_pictures(vae, dataset, plots, details, seed=ep.seed)
     metrics = _numbers({"summary": ev.summary, **ev.scores})
+    if ep.random_baseline and model_info["kind"] != "random_encoder":
+        baseline = evaluate_metrics(
+            ep.random_baseline,
+            dataset,
+            vae_representation(
+                random_encoder(params, dataset.observation_shape[0]).to(device),
+                device=device,
+                batch_size=ep.batch_size,
+            ),
+            seed=ep.seed,
+            mode=ep.mode,
+            sample_scale=ep.sample_scale,
+            device=device,
+            progress=progress,
+            mask=prepared.mask,
+            few_label=False,
+            threads=ep.cpu_threads,
+        )
+        metrics["random_encoder"] = _numbers(baseline.summary)
     meta = {
         "mode": ep.mode,
         "seed": ep.seed,

@@ -58,16 +58,24 @@ def _plot_curves(curves: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_summary(summary: dict[str, float], path: Path) -> None:
+def _plot_summary(summary: dict[str, float], baseline: dict[str, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     names = list(summary)
+    x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names) + 1.5), 2.8))
-    bars = ax.bar(names, [summary[n] for n in names], color="#4c72b0")
+    width = 0.4 if baseline else 0.8
+    bars = ax.bar(x, [summary[n] for n in names], width, color="#4c72b0", label="model")
     ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    if baseline:
+        ref = [baseline.get(n, np.nan) for n in names]
+        ax.bar(x + width, ref, width, color="#aaaaaa", label="random encoder")
+        ax.legend(fontsize=7)
+    ax.set_xticks(x + (width / 2 if baseline else 0), names)
     ax.set_ylim(0, max(1.0, max(summary.values(), default=1.0) * 1.1))
     ax.set_title("disentanglement metrics", fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
@@ -95,6 +103,7 @@ def run_report(
     metrics = _read_json(eval_dir / "metrics.json", "metrics")
     meta = _read_json(eval_dir / "metrics_meta.json", "metrics provenance")
     summary = {k: float(v) for k, v in metrics.get("summary", {}).items()}
+    baseline = {k: float(v) for k, v in metrics.get("random_encoder", {}).items() if v is not None}
     pictures = sorted((eval_dir / "plots").glob("*.png"))
 
     with atomic_directory(out) as tmp:
@@ -102,7 +111,7 @@ def run_report(
         assets.mkdir()
         _plot_curves(curves, assets / "training_curves.png")
         if summary:
-            _plot_summary(summary, assets / "metrics.png")
+            _plot_summary(summary, baseline, assets / "metrics.png")
         for p in pictures:
             shutil.copy2(p, assets / p.name)
         images = sorted(
@@ -137,13 +146,25 @@ def run_report(
                 f"scikit-learn {meta.get('versions', {}).get('scikit-learn', '?')}",
             ),
         ]
-        flat = _numbers({k: v for k, v in metrics.items() if k != "summary"})
+        flat = _numbers(
+            {k: v for k, v in metrics.items() if k not in ("summary", "random_encoder")}
+        )
         md = [f"# {title}", "", *_table(setting, ("setting", "value")), ""]
         if summary:
             md += [
                 "## Summary",
                 "",
-                *_table([(k, f"{v:.4f}") for k, v in summary.items()], ("metric", "score")),
+                *_table(
+                    [
+                        (
+                            k,
+                            f"{v:.4f}"
+                            + (f" (random encoder {baseline[k]:.4f})" if k in baseline else ""),
+                        )
+                        for k, v in summary.items()
+                    ],
+                    ("metric", "score"),
+                ),
                 "",
             ]
         md += [
@@ -163,14 +184,18 @@ def run_report(
         md += ["## Pictures", ""]
         md += [f"![{p.stem}](assets/{p.name})" for p in images]
         (tmp / "report.md").write_text("\n".join(md) + "\n")
-        (tmp / "report.html").write_text(_html(title, setting, summary, flat, final, images))
+        scores = {
+            k: f"{v:.4f}" + (f" (random encoder {baseline[k]:.4f})" if k in baseline else "")
+            for k, v in summary.items()
+        }
+        (tmp / "report.html").write_text(_html(title, setting, scores, flat, final, images))
     return out
 
 
 def _html(
     title: str,
     setting: list[tuple[str, str]],
-    summary: dict[str, float],
+    summary: dict[str, str],
     flat: dict[str, float],
     final: dict[str, Any],
     images: list[Path],
@@ -194,7 +219,7 @@ def _html(
     if summary:
         parts += [
             "<h2>Summary</h2>",
-            table([(k, f"{v:.4f}") for k, v in summary.items()], ("metric", "score")),
+            table(list(summary.items()), ("metric", "score")),
         ]
     parts += [
         "<h2>All scores</h2>",
