@@ -66,14 +66,17 @@ def _gbt_data(discrete: bool, n: int = 600, seed: int = 0):
     return x.astype(np.float32), y
 
 
-def test_fast_gbt_equals_sklearn_when_every_value_is_a_candidate():
-    """With few distinct feature values every split is a candidate in both: same trees."""
+@pytest.mark.parametrize("depth", [3, 1, 4])
+def test_fast_gbt_equals_sklearn_when_every_value_is_a_candidate(depth):
+    """With few distinct feature values every split is a candidate in both: same trees (depth 4:
+    a level whose parents come in two blocks of nodes)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     x, y = _gbt_data(discrete=True)
-    res = fit_gbt(x, [y[:, j] for j in range(3)], x[:100], n_estimators=30)
+    res = fit_gbt(x, [y[:, j] for j in range(3)], x[:100], n_estimators=30, max_depth=depth)
     for j in range(3):
-        ref = GradientBoostingClassifier(n_estimators=30, random_state=0).fit(x, y[:, j])
+        ref = GradientBoostingClassifier(n_estimators=30, max_depth=depth, random_state=0)
+        ref.fit(x, y[:, j])
         np.testing.assert_allclose(res.importances[j], ref.feature_importances_, atol=1e-6)
         np.testing.assert_array_equal(res.train_pred[j], ref.predict(x))
         np.testing.assert_array_equal(res.test_pred[j], ref.predict(x[:100]))

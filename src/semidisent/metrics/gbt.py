@@ -28,10 +28,15 @@ What differs (why fast mode is not bit-exact):
 - histogram sums are float32 and accumulated in another order (scikit-learn: float64, sample by
   sample), so near-ties between splits can be decided differently; boosting then diverges a little.
 
-How it is fast: the histograms of every (tree, node, feature, bin) come from one sparse
-(feature-bin x sample) by (sample x tree) matrix product per tree level, with the sibling
-obtained by subtraction; training and test samples are routed through all trees of a stage
-together.
+How it is fast: all trees of all tasks of a stage are grown together (113 for dSprites'
+factors). Per tree level, the histograms of every (tree, left child, feature, bin) come from
+sparse (feature-bin x sample) by (sample x tree) matrix products (sums and counts); the right
+sibling's is its parent's minus the left one's. Histograms are kept cumulative over bins (the
+left side of each candidate split), nodes in bit-reversed heap order so that a level is two
+contiguous blocks (left children, right children) and nothing is interleaved or copied, and the
+split gains are evaluated a few features at a time so that the temporaries stay in the CPU
+caches. Training and test rows are routed through all trees of a stage together, by a flat
+(node, tree) index.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ import torch
 from .utils import encode_labels
 
 EPSILON = float(np.finfo(np.float64).eps)
+# Elements of the (features, bins, nodes, trees) split-gain block computed at once on the CPU:
+# 2^18 float32 = 1 MiB, so that its few temporaries stay in cache (not tuned further).
+_CHUNK = 1 << 18
 
 
 @dataclass
@@ -168,7 +176,7 @@ def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_
                 logp = torch.log(prior)
                 raw[:, start : start + width] = logp - logp.mean()
                 factor[start : start + width] = (width - 1) / width
-        root_cnt = hist.of(torch.ones(n, 1, dtype=hist.dtype, device=dev))[:, :, 0]  # (D, B)
+        root_cum = hist.of(torch.ones(n, 1, dtype=hist.dtype, device=dev))[:, :, 0].cumsum(1)
         n_leaves = 2**max_depth
         for _ in range(n_estimators):
             prob = torch.empty(n, T, dtype=torch.float64, device=dev)
@@ -180,16 +188,17 @@ def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_
                     torch.sigmoid(r) if len(classes) == 2 else torch.softmax(r, dim=1)
                 )
             grad = Y - prob
-            leaf, imp = _grow_stage(grad, x_all, hist, root_cnt, tables, max_depth)
+            leaf, imp = _grow_stage(grad, x_all, hist, root_cum, tables, max_depth)
             importances += imp
-            tr_leaf = leaf[:n]
-            num = torch.zeros(n_leaves, T, dtype=torch.float64, device=dev)
-            den = torch.zeros_like(num)
-            num.scatter_add_(0, tr_leaf, grad)
-            den.scatter_add_(0, tr_leaf, prob * (1 - prob))
+            # leaf: flat indices leaf * T + tree of the (leaf, tree) table of every row.
+            tr_leaf = leaf[:n].reshape(-1)
+            zeros = torch.zeros(n_leaves * T, dtype=torch.float64, device=dev)
+            num = zeros.scatter_add(0, tr_leaf, grad.reshape(-1)).reshape(n_leaves, T)
+            den = zeros.scatter_add(0, tr_leaf, (prob * (1 - prob)).reshape(-1))
+            den = den.reshape(n_leaves, T)
             value = torch.where(den.abs() < 1e-150, torch.zeros_like(num), num / den)
             value = value * factor[None, :]
-            raw.add_(torch.gather(value, 0, leaf), alpha=learning_rate)
+            raw.add_(value.reshape(-1).take(leaf), alpha=learning_rate)
 
     imp_out, train_pred, test_pred = [], [], []
     imp_np = importances.cpu().numpy()
@@ -221,19 +230,28 @@ def _grow_stage(
     grad64: torch.Tensor,
     x_all: torch.Tensor,
     hist: _Histograms,
-    root_cnt: torch.Tensor,
+    root_cum: torch.Tensor,
     tables: tuple[torch.Tensor, torch.Tensor],
     max_depth: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grow one depth-limited regression tree per column of ``grad64`` (n, T) at once.
 
-    Returns the leaf (0 .. 2^depth - 1, heap order of the last level) of every row of ``x_all``
+    Returns the flat index leaf * T + tree (leaf 0 .. 2^depth - 1) of every row of ``x_all``
     (train rows first) in every tree, and the (T, D) SSE reductions credited to each feature.
     A node that does not split sends all its samples to its left child; its right child stays
     empty (no training sample can reach it, nor can a test sample).
 
+    Nodes of a level are numbered in bit-reversed heap order (the child of node j on side b at
+    level L is j + b 2^L): every level's left children come first, in their parents' order,
+    its right children after them. A level's histograms are kept as blocks of consecutive
+    nodes (the left children's, straight from the matrix product, and the right children's,
+    parent minus left sibling), so nothing is interleaved or copied. Rows carry the flat index
+    node * T + tree into the (node, tree) tables.
+
     Histograms and split gains are float32 (twice the throughput; the chosen split's gain is
-    accurate to ~1e-6 relative), the boosting state stays float64.
+    accurate to ~1e-6 relative), the boosting state stays float64. Histograms are cumulative
+    over bins (the left side of every candidate split), so a right child's is its parent's
+    minus its left sibling's, with no second prefix sum.
     """
     dev = grad64.device
     lower, upper = tables
@@ -241,81 +259,118 @@ def _grow_stage(
     d, B = hist.d, hist.b
     dt = hist.dtype
     grad = grad64.to(dt)
-    node = torch.zeros(x_all.shape[0], T, dtype=torch.int64, device=dev)
+    flat = torch.empty(0, dtype=torch.int64, device=dev)  # rows' node * T + tree, from level 1
     imp = torch.zeros(T, d, dtype=torch.float64, device=dev)
-    bin_ids = torch.arange(B, device=dev)
-    dead = torch.zeros(T, 1, dtype=torch.bool, device=dev)
-    g_sq = grad64 * grad64
-    # Histograms are (D, B, T, nodes): the layout the matrix product produces, so no copies;
-    # node-level tables are (T, nodes).
-    hs = hc = None
+    dead = torch.zeros(1, T, dtype=torch.bool, device=dev)
+    g_sq = (grad64 * grad64).reshape(-1)
+    g_flat = grad64.reshape(-1)
+    # Cumulative histograms: blocks (D, B, nodes, T) of consecutive nodes, in the layout the
+    # matrix product produces; node-level tables are (nodes, T).
+    sums: list[torch.Tensor] = []
+    cnts: list[torch.Tensor] = []
     for depth in range(max_depth):
         k = 2**depth
-        tr = node[:n]
+        tr = flat[:n]
         if depth == 0:
-            hs = hist.of(grad)[..., None]
-            hc = root_cnt[:, :, None, None].expand(d, B, T, 1)
-            sq = g_sq.sum(0)[:, None]
-            s64 = grad64.sum(0)[:, None]
+            sums = [hist.of(grad).cumsum_(1)[:, :, None, :]]
+            cnts = [root_cum[:, :, None, None].expand(d, B, 1, T)]
         else:
             half = k // 2
-            left = torch.arange(0, k, 2, device=dev)
-            masks = (tr[:, :, None] == left[None, None, :]).to(dt)  # (n, T, k/2)
-            # Sums and counts of the left children; right children = parent - left.
-            left_sum = hist.of((grad[:, :, None] * masks).reshape(n, -1)).reshape(d, B, T, half)
-            left_cnt = hist.of(masks.reshape(n, -1)).reshape(d, B, T, half)
-            new_s = torch.empty(d, B, T, k, dtype=dt, device=dev)
-            new_c = torch.empty(d, B, T, k, dtype=dt, device=dev)
-            new_s[..., 0::2] = left_sum
-            torch.sub(hs, left_sum, out=new_s[..., 1::2])
-            new_c[..., 0::2] = left_cnt
-            torch.sub(hc, left_cnt, out=new_c[..., 1::2])
-            hs, hc = new_s, new_c
-            sq = torch.zeros(k, T, dtype=torch.float64, device=dev).scatter_add_(0, tr, g_sq).T
-            s64 = torch.zeros(k, T, dtype=torch.float64, device=dev).scatter_add_(0, tr, grad64).T
-        total_s = hs[0].sum(0)  # (T, k)
-        total_n = hc[0].sum(0)
+            parents = torch.arange(half * T, device=dev).reshape(half, T)
+            masks = (tr[:, None, :] == parents[None]).to(dt)  # (n, k/2, T)
+            # Sums and counts of the left children (nodes 0 .. k/2-1); right = parent - left.
+            left_s = hist.of((masks * grad[:, None, :]).reshape(n, -1)).cumsum_(1)
+            left_c = hist.of(masks.reshape(n, -1)).cumsum_(1)
+            left_s = left_s.reshape(d, B, half, T)
+            left_c = left_c.reshape(d, B, half, T)
+            right_s = torch.empty_like(left_s)
+            right_c = torch.empty_like(left_c)
+            j = 0
+            for ps, pc in zip(sums, cnts, strict=True):
+                w = ps.shape[2]
+                torch.sub(ps, left_s[:, :, j : j + w], out=right_s[:, :, j : j + w])
+                torch.sub(pc, left_c[:, :, j : j + w], out=right_c[:, :, j : j + w])
+                j += w
+            sums, cnts = [left_s, right_s], [left_c, right_c]
+        if depth == 0:
+            sq = g_sq.reshape(n, T).sum(0)[None, :]
+            s64 = grad64.sum(0)[None, :]
+        else:
+            zeros = torch.zeros(k * T, dtype=torch.float64, device=dev)
+            sq = zeros.scatter_add(0, tr.reshape(-1), g_sq).reshape(k, T)
+            s64 = zeros.scatter_add(0, tr.reshape(-1), g_flat).reshape(k, T)
+        # (k, T): exact integer counts of every node
+        total_n = torch.cat([c[0, B - 1] for c in cnts]) if k > 1 else cnts[0][0, B - 1]
         # Node impurity (variance); scikit-learn does not split a node with variance <= eps.
         n64 = total_n.to(torch.float64).clamp(min=1)
         variance = sq / n64 - (s64 / n64) ** 2
-        sl = hs.cumsum(1)
-        nl = hc.cumsum(1)
-        # N_L N_R (mean_L - mean_R)^2 = (S_L N - S N_L)^2 / (N_L N_R): N times the SSE reduction.
-        # Written with fused / in-place operations: this is the one (D, B, T, nodes)-sized step.
-        gain = torch.addcmul(sl * total_n, nl, total_s.expand_as(nl), value=-1.0).square_()
-        den = torch.addcmul(nl * total_n, nl, nl, value=-1.0)  # N_L N_R
-        gain.div_(den).masked_fill_(den < 0.5, -torch.inf)
-        best = gain.reshape(d * B, T * k).max(0)
-        index = best.indices.reshape(T, k)
-        split = (best.values.reshape(T, k) > -torch.inf) & (variance > EPSILON) & ~dead
-        feat = torch.div(index, B, rounding_mode="floor")  # (T, k)
-        cut = index % B
+        # N_L N_R (mean_L - mean_R)^2 = (S_L N - S N_L)^2 / (N_L N_R): N times the SSE reduction,
+        # S the feature's own total. An empty side (N_L N_R = 0, exactly: integer counts) gives
+        # 0/0 or x/0, mapped to -inf. On the CPU computed a few features at a time, so that the
+        # temporaries stay in cache; the best split of each feature, then the best feature
+        # (ties: the lowest feature, then the lowest bin).
+        best_val = torch.empty(d, k * T, dtype=dt, device=dev)
+        best_idx = torch.empty(d, k * T, dtype=torch.int64, device=dev)
+        j = 0
+        for bs, bc in zip(sums, cnts, strict=True):
+            w = bs.shape[2]
+            nb = total_n[j : j + w]
+            step = max(1, _CHUNK // (B * T * w)) if dev.type == "cpu" else d
+            for f0 in range(0, d, step):
+                f1 = min(d, f0 + step)
+                c_s, c_n = bs[f0:f1], bc[f0:f1]
+                gain = torch.mul(c_s, nb)
+                gain.addcmul_(c_n, bs[f0:f1, B - 1 : B], value=-1.0).square_()
+                den = torch.sub(nb, c_n).mul_(c_n)
+                gain.div_(den).nan_to_num_(nan=-torch.inf, posinf=-torch.inf)
+                cols = slice(j * T, (j + w) * T)
+                out = (best_val[f0:f1, cols], best_idx[f0:f1, cols])
+                torch.max(gain.reshape(f1 - f0, B, w * T), 1, out=out)
+            j += w
+        best_v, feat_flat = best_val.max(0)
+        cut_flat = torch.gather(best_idx, 0, feat_flat[None, :])[0]
+        feat = feat_flat.reshape(k, T)
+        cut = cut_flat.reshape(k, T)
+        split = (best_v.reshape(k, T) > -torch.inf) & (variance > EPSILON) & ~dead
         # Threshold: midpoint between the largest value at or below the cut and the next value
-        # present in this node (the next non-empty bin), as scikit-learn's splitter.
-        t_ids = torch.arange(T, device=dev)[:, None].expand(T, k)
-        c_ids = torch.arange(k, device=dev)[None, :].expand(T, k)
-        cnt_f = hc.permute(2, 3, 0, 1)[t_ids, c_ids, feat]  # (T, k, B)
-        nxt = ((bin_ids[None, None, :] > cut[..., None]) & (cnt_f > 0.5)).to(torch.int8)
-        nxt_bin = nxt.argmax(-1)
+        # present in this node (the first bin whose cumulative count exceeds the cut's), as
+        # scikit-learn's splitter. The chosen split's SSE reduction is recomputed in float64
+        # from its float32 sums.
+        cnt_f, sl_b, nl_b = [], [], []
+        j = 0
+        for bs, bc in zip(sums, cnts, strict=True):
+            w = bs.shape[2]
+            f_b, c_b = feat[j : j + w], cut[j : j + w]
+            c_ids = torch.arange(w, device=dev)[:, None].expand(w, T)
+            t_ids = torch.arange(T, device=dev)[None, :].expand(w, T)
+            cnt_f.append(bc.permute(2, 3, 0, 1)[c_ids, t_ids, f_b])  # (w, T, B)
+            sl_b.append(bs[f_b, c_b, c_ids, t_ids])
+            nl_b.append(bc[f_b, c_b, c_ids, t_ids])
+            j += w
+        cnt_all = torch.cat(cnt_f)
+        at_cut = torch.gather(cnt_all, 2, cut[..., None])
+        nxt_bin = (cnt_all > at_cut).to(torch.int8).argmax(-1)
         lo_val = upper[feat, cut]
         hi_val = lower[feat, nxt_bin]
         thr = lo_val / 2.0 + hi_val / 2.0
         thr = torch.where((thr == hi_val) | torch.isinf(thr), lo_val, thr)
-        # The chosen split's SSE reduction, recomputed in float64 from its float32 sums.
-        pick = best.indices[None, :]
-        sl_b = torch.gather(sl.reshape(d * B, -1), 0, pick).reshape(T, k).to(torch.float64)
-        nl_b = torch.gather(nl.reshape(d * B, -1), 0, pick).reshape(T, k).to(torch.float64)
-        nr_b = (n64 - nl_b).clamp(min=1)
-        gain64 = nl_b * nr_b / n64 * (sl_b / nl_b.clamp(min=1) - (s64 - sl_b) / nr_b) ** 2
+        sl64 = torch.cat(sl_b).to(torch.float64)
+        nl64 = torch.cat(nl_b).to(torch.float64)
+        nr64 = (n64 - nl64).clamp(min=1)
+        gain64 = nl64 * nr64 / n64 * (sl64 / nl64.clamp(min=1) - (s64 - sl64) / nr64) ** 2
         gain64 = torch.where(split, gain64, torch.zeros_like(gain64))
-        imp.scatter_add_(1, feat, gain64)
+        imp.scatter_add_(1, feat.T, gain64.T)
         # Route every row (train and test) of every tree: float32 features against the largest
         # float32 not above the float64 threshold (the same decision as x <= threshold).
         thr32 = torch.where(split, _float32_at_most(thr), torch.full_like(thr, torch.inf))
-        # Per-row lookups by gathering the (node, tree) tables along the node axis.
-        f_row = torch.gather(feat.T.contiguous(), 0, node)
-        t_row = torch.gather(thr32.to(torch.float32).T.contiguous(), 0, node)
-        right = torch.gather(x_all, 1, f_row) > t_row
-        node = node.mul_(2).add_(right.to(torch.int64))
-        dead = (~split | dead).repeat_interleave(2, dim=1)
-    return node, imp
+        thr32 = thr32.to(torch.float32)
+        if depth == 0:  # every row at the root
+            right = torch.index_select(x_all, 1, feat[0]) > thr32[0]
+            flat = torch.arange(T, device=dev).add(right, alpha=T)
+        else:
+            right = torch.gather(x_all, 1, feat.reshape(-1).take(flat)) > thr32.reshape(-1).take(
+                flat
+            )
+            flat.add_(right, alpha=k * T)
+        dead = (~split | dead).repeat(2, 1)
+    return flat, imp
