@@ -179,7 +179,7 @@ def _study_params(tmp_path: Path, *extra: str):
 def test_study_made_with_other_parameters_is_refused(tmp_path):
     from semidisent.search.study import SearchError, open_storage, open_study, study_name
 
-    p1 = _study_params(tmp_path, "search.study_name=fixed")
+    p1 = _study_params(tmp_path, "search.study_name=fixed", "search.steps=1000")
     open_study(p1, open_storage(p1.search))
     open_study(p1, open_storage(p1.search))  # same parameters: loaded
     p2 = _study_params(tmp_path, "search.study_name=fixed", "search.steps=2000")
@@ -327,3 +327,16 @@ def test_pareto_best_for_two_objectives():
     assert results.best_trial(trials, dirs).number == 1
     s = results.summary(trials, _view(("val_mig", "recon"), dirs), {})
     assert s["pareto_trials"] == [0, 1, 3]
+
+
+def test_trials_per_batch_defaults_to_the_device():
+    import torch
+
+    from semidisent.search.objective import trials_per_batch
+
+    expected = 8 if torch.cuda.is_available() else 1
+    assert trials_per_batch(load_params(None, [])) == expected
+    assert trials_per_batch(load_params(None, ["train.device=cpu"])) == 1
+    assert trials_per_batch(load_params(None, ["search.trials_per_batch=5"])) == 5
+    with pytest.raises(ParamsError, match=r"search\.trials_per_batch"):
+        load_params(None, ["search.trials_per_batch=0"])

@@ -201,7 +201,9 @@ class SearchParams:
     n_trials: int = field(default=8, metadata=check(non_negative))
     timeout_s: float | None = field(default=None, metadata=check(positive))
     # Trials trained together as one batched model (asked together, told together).
-    trials_per_batch: int = field(default=4, metadata=check(positive))
+    # null: 8 on CUDA, 1 on a CPU (whose compute-bound step gets slower when batched:
+    # docs/search.md "Speed").
+    trials_per_batch: int | None = field(default=None, metadata=check(positive))
     steps: int = field(default=1000, metadata=check(positive))
     # Intermediate evaluations of the objective per trial (evenly spaced, the last at `steps`):
     # reported to the pruner. 1 = evaluate at the end only (no pruning).

@@ -138,7 +138,7 @@ def run_search(
     only does the remainder), or N new trials when ``worker_id`` is None. 0 only creates the
     study and its parent run, and summarises.
     """
-    from ..search.objective import SearchContext, budget_for, optimize
+    from ..search.objective import SearchContext, budget_for, optimize, trials_per_batch
     from ..search.space import parse_space
     from ..search.study import (
         Heartbeat,
@@ -189,7 +189,7 @@ def run_search(
         owner.worker,
         budget.n_trials,
         budget.scope,
-        sp.trials_per_batch,
+        trials_per_batch(params),
     )
     try:
         with _sigterm_as_interrupt():
