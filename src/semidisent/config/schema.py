@@ -109,7 +109,7 @@ class TrainParams:
     """Optimisation, the semi-supervised objective and label replacement (sections 3-5)."""
 
     seed: int = 0
-    steps: int = field(default=1200, metadata=check(positive))
+    steps: int = field(default=900, metadata=check(positive))
     batch_size: int = field(default=64, metadata=check(positive))
     # Labelled images per step (defaults to batch_size, as in disentanglement_lib: 64 + 64).
     labelled_batch_size: int | None = field(default=None, metadata=check(positive))
