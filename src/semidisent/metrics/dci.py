@@ -23,7 +23,7 @@ import scipy.stats
 from .base import MetricSettings, thread_limited
 from .representation import CodeCache, RepresentationFunction
 from .sampling import factor_codes
-from .utils import Mode, as_float, split_train_test
+from .utils import Mode, as_float, split_labelled
 
 NAME = "dci"
 
@@ -172,11 +172,9 @@ def dci_on_fixed_data(
 ) -> dict[str, float]:
     """dlib's ``compute_dci_on_fixed_data`` (``dci_validation``): the first ceil(0.9 n) rows
     train, the rest test."""
-    x_train, x_test = split_train_test(codes, train_percentage)
-    y_train, y_test = split_train_test(labels, train_percentage)
-    obs = None
-    if observed is not None and not observed.all():
-        obs = split_train_test(observed, train_percentage)
+    x_train, y_train, x_test, y_test, obs = split_labelled(
+        codes, labels, observed, train_percentage
+    )
     return dci_scores(x_train, y_train, x_test, y_test, mode, device, seed, max_bins, obs)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from .base import MetricSettings, thread_limited
 from .representation import CodeCache, RepresentationFunction
 from .sampling import factor_codes
-from .utils import Mode, as_float, encode_labels, split_train_test
+from .utils import Mode, as_float, encode_labels, split_labelled
 
 NAME = "sap"
 
@@ -139,11 +139,7 @@ def sap_on_fixed_data(
     seed: int = 0,
 ) -> dict[str, float]:
     """dlib's ``compute_sap_on_fixed_data`` (``sap_score_validation``)."""
-    x, x_test = split_train_test(codes, train_percentage)
-    y, y_test = split_train_test(labels, train_percentage)
-    obs = None
-    if observed is not None and not observed.all():
-        obs = split_train_test(observed, train_percentage)
+    x, y, x_test, y_test, obs = split_labelled(codes, labels, observed, train_percentage)
     return sap_scores(x, y, x_test, y_test, continuous_factors, mode, device, seed, observed=obs)
 
 

@@ -150,6 +150,19 @@ def split_train_test(x: np.ndarray, train_percentage: float) -> tuple[np.ndarray
     return x[:n_train], x[n_train:]
 
 
+def split_labelled(
+    codes: np.ndarray, labels: np.ndarray, observed: np.ndarray | None, train_percentage: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """A fixed labelled set (the few-label variants) split like dlib: (x_train, y_train, x_test,
+    y_test, observed split or None when every label is observed)."""
+    x_train, x_test = split_train_test(codes, train_percentage)
+    y_train, y_test = split_train_test(labels, train_percentage)
+    obs = None
+    if observed is not None and not observed.all():
+        obs = split_train_test(observed, train_percentage)
+    return x_train, y_train, x_test, y_test, obs
+
+
 def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(classes, encoded) as sklearn classifiers see labels: sorted unique values, 0..K-1."""
     classes, encoded = np.unique(np.asarray(y), return_inverse=True)

@@ -21,6 +21,7 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +153,24 @@ def run_evaluate(
     def report(name: str, scores: dict[str, Any], seconds: float) -> None:
         log.info("%s: %s (%.1f s)", name, json.dumps(_numbers(scores))[:200], seconds)
 
-    ev = evaluate_metrics(
-        ep.metrics,
-        dataset,
-        representation,
-        seed=ep.seed,
-        mode=ep.mode,
-        sample_scale=ep.sample_scale,
-        device=device,
-        progress=progress,
-        mask=prepared.mask,
-        few_label=ep.few_label,
-        on_metric=report,
-        threads=ep.cpu_threads,
-    )
+    def score(rep: Any, names: Sequence[str], few_label: bool, on_metric: Any = None) -> Any:
+        """The configured metrics of one representation (the model's, or the baseline's)."""
+        return evaluate_metrics(
+            names,
+            dataset,
+            rep,
+            seed=ep.seed,
+            mode=ep.mode,
+            sample_scale=ep.sample_scale,
+            device=device,
+            progress=progress,
+            mask=prepared.mask,
+            few_label=few_label,
+            on_metric=on_metric,
+            threads=ep.cpu_threads,
+        )
+
+    ev = score(representation, ep.metrics, ep.few_label, report)
     details = dict(ev.details)
     if "mig" not in details:  # the heat map needs a mutual-information matrix anyway
         from ..metrics.mig import MIGSettings, compute_mig
@@ -183,23 +188,9 @@ def run_evaluate(
         pictures = write_pictures(vae, dataset, plots, details, seed=ep.seed)
     metrics = _numbers({"summary": ev.summary, **ev.scores})
     if ep.random_baseline and model_info["kind"] != "random_encoder":
-        baseline = evaluate_metrics(
-            ep.random_baseline,
-            dataset,
-            vae_representation(
-                random_encoder(params, dataset.observation_shape[0]).to(device),
-                device=device,
-                batch_size=ep.batch_size,
-            ),
-            seed=ep.seed,
-            mode=ep.mode,
-            sample_scale=ep.sample_scale,
-            device=device,
-            progress=progress,
-            mask=prepared.mask,
-            few_label=False,
-            threads=ep.cpu_threads,
-        )
+        rnd, _ = _load_model(RANDOM_ENCODER, params, dataset.observation_shape[0], device)
+        rep = vae_representation(rnd, device=device, batch_size=ep.batch_size)
+        baseline = score(rep, ep.random_baseline, few_label=False)
         metrics["random_encoder"] = _numbers(baseline.summary)
     meta = {
         "mode": ep.mode,

@@ -149,24 +149,14 @@ def run_report(
         flat = _numbers(
             {k: v for k, v in metrics.items() if k not in ("summary", "random_encoder")}
         )
+        # One text per summary score for both documents, with the baseline beside it.
+        scores = {
+            k: f"{v:.4f}" + (f" (random encoder {baseline[k]:.4f})" if k in baseline else "")
+            for k, v in summary.items()
+        }
         md = [f"# {title}", "", *_table(setting, ("setting", "value")), ""]
-        if summary:
-            md += [
-                "## Summary",
-                "",
-                *_table(
-                    [
-                        (
-                            k,
-                            f"{v:.4f}"
-                            + (f" (random encoder {baseline[k]:.4f})" if k in baseline else ""),
-                        )
-                        for k, v in summary.items()
-                    ],
-                    ("metric", "score"),
-                ),
-                "",
-            ]
+        if scores:
+            md += ["## Summary", "", *_table(list(scores.items()), ("metric", "score")), ""]
         md += [
             "## All scores",
             "",
@@ -184,10 +174,6 @@ def run_report(
         md += ["## Pictures", ""]
         md += [f"![{p.stem}](assets/{p.name})" for p in images]
         (tmp / "report.md").write_text("\n".join(md) + "\n")
-        scores = {
-            k: f"{v:.4f}" + (f" (random encoder {baseline[k]:.4f})" if k in baseline else "")
-            for k, v in summary.items()
-        }
         (tmp / "report.html").write_text(_html(title, setting, scores, flat, final, images))
     return out
 

@@ -24,6 +24,7 @@ from ..config.schema import Params
 from .base import Tracker
 from .environment import device_description, git_state, package_versions
 from .factory import open_tracker, resolve_tracking_uri
+from .redact import redact_mapping
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def experiment_run(
     }
     for directory in [model_dir, *([Path(checkpoint_dir)] if checkpoint_dir else [])]:
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / RUN_FILE, _redacted(info))
+        write_json(directory / RUN_FILE, redact_mapping(info))
     status = "FINISHED"
     try:
         yield tracker
@@ -165,9 +166,3 @@ def experiment_run(
         raise
     finally:
         tracker.close(status)
-
-
-def _redacted(info: dict[str, Any]) -> dict[str, Any]:
-    from .redact import redact_value
-
-    return {k: redact_value(v) for k, v in info.items()}
