@@ -10,7 +10,9 @@ installed (the component image, a user's environment), so
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,35 @@ from .mlflow_tracker import _client_settings, flatten
 
 log = logging.getLogger(__name__)
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
 
 @dataclass(frozen=True)
 class RegisteredModel:
     model_uri: str
     name: str | None
     version: str | None
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (log_model) pointed at ``uri`` for the block only.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, so
+    without the restore every later run and subprocess of the caller would log to this URI."""
+    import mlflow
+
+    env = os.environ.get(TRACKING_ENV)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is None:
+            os.environ.pop(TRACKING_ENV, None)
+        else:
+            os.environ[TRACKING_ENV] = env
 
 
 def log_and_register(
@@ -45,9 +70,8 @@ def log_and_register(
     from ..models.io import load_model
 
     model, _ = load_model(model_path)
-    mlflow.set_tracking_uri(tracking_uri)
     example = torch.zeros((1, model.config.in_channels, 64, 64)).numpy()
-    with mlflow.start_run(run_id=run_id):
+    with _fluent_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             model,
             name="model",
