@@ -35,11 +35,17 @@ def save_model(path: str | Path, model: VAE, meta: dict[str, Any] | None = None)
     return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
-    """(model in eval mode, meta). Raises ArtifactError for a missing or foreign file."""
+def require_model_file(path: str | Path) -> Path:
+    """``path``, or the ArtifactError a missing model file gets."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"model file {path} does not exist; run `semidisent train` first")
+    return path
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
+    """(model in eval mode, meta). Raises ArtifactError for a missing or foreign file."""
+    path = require_model_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt file

@@ -251,9 +251,12 @@ def run_evaluate_tracked(
 ) -> dict[str, Any]:
     """:func:`run_evaluate` logging into the MLflow run of the model (the run id travels in
     ``mlflow_run.json`` beside the model file); what the CLI, ``dvc repro`` and Kubeflow call."""
+    from ..models.io import require_model_file
     from ..tracking.experiment import experiment_run
 
-    with experiment_run(params, Path(model_path).parent, "evaluate") as tracker:
+    # Refused before the MLflow run is opened: a typo must not leave a failed run behind.
+    model_path = require_model_file(model_path)
+    with experiment_run(params, model_path.parent, "evaluate") as tracker:
         # Tags, not params: train logged params.yaml's eval section already, and a later
         # `dvc exp run -S eval.mode=reference` must not collide with it (MLflow params are
         # write-once).

@@ -106,9 +106,11 @@ def run_train_tracked(
     from ..tracking.experiment import describe_run, experiment_run, log_prepared_inputs
 
     out = Path(out_dir)
+    # Read (and refused when missing) before the MLflow run is opened.
+    manifest = read_manifest(prepared_dir)
     with experiment_run(params, out, "train", checkpoint_dir=out / "checkpoints") as tracker:
         describe_run(tracker, params, "train", params.train.device)
-        log_prepared_inputs(tracker, prepared_dir, read_manifest(prepared_dir))
+        log_prepared_inputs(tracker, prepared_dir, manifest)
         result = run_train(
             params,
             prepared_dir,

@@ -81,6 +81,10 @@ def _client_settings() -> None:
     # Retries are ours (in the background thread); the client's own would block for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    # A fresh sqlite store announces its schema creation and migrations at INFO on stderr,
+    # where a stage's one-line error must stand alone.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 EXPERIMENT_KIND, MODEL_DEV = "mlflow.experimentKind", "custom_model_development"
