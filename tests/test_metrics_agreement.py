@@ -189,6 +189,26 @@ def test_few_label_changes_with_the_labels_not_with_the_training_rows():
     assert compute_few_label(dataset(), moved, code, 0, settings) == a
 
 
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+def test_workers_do_not_change_scores(mode):
+    """eval.cpu_workers only changes how many estimator problems run at once (DCI's boosted
+    trees per factor / per group of factors), not a score (beyond float rounding)."""
+    code = testing.mixed_code(SIZES, 0.5, noise_dims=2, noise_scale=0.05)
+    scores = []
+    for workers in (1, 2):
+        settings = metric_settings("dci", mode, "cpu", 0.05, workers=workers)
+        scores.append(compute_metric("dci", dataset(), code, 0, settings))
+    assert scores[1] == pytest.approx(scores[0], rel=1e-9, abs=1e-12)
+    mask = _mask(0.6)  # few-label DCI: one boosted model per factor on its observed rows
+    few = [
+        compute_few_label(
+            dataset(), mask, code, 0, metric_settings("val_mig", mode, "cpu", workers=w)
+        )["val_dci"]
+        for w in (1, 2)
+    ]
+    assert few[1] == pytest.approx(few[0], rel=1e-9, abs=1e-12)
+
+
 BAD = {
     "nan": (lambda x: np.full((len(x), 3), np.nan), "NaN"),
     "rank": (lambda x: np.zeros(len(x)), "shape"),

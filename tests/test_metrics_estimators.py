@@ -95,6 +95,83 @@ def test_fast_gbt_close_to_sklearn_on_continuous_features():
         assert abs(acc_fast - acc_ref) < 0.05
 
 
+def test_fast_gbt_workers_give_identical_results():
+    """Task groups boosted in parallel threads: the same predictions as one worker and the same
+    importances to float rounding (the sparse histogram product may sum in another order for
+    another number of columns), results in the order of the labels."""
+    x, y = _gbt_data(discrete=False, n=700)
+    ys = [y[:, 2], y[:, 0], np.full(len(y), 4), y[:, 1]]  # 5, 2, 1, 3 classes
+    one = fit_gbt(x, ys, x[:90], n_estimators=12, max_bins=64, workers=1)
+    for workers in (2, 3, 8):
+        par = fit_gbt(x, ys, x[:90], n_estimators=12, max_bins=64, workers=workers)
+        for a, b in zip(one.importances, par.importances, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
+        for field in ("train_pred", "test_pred"):
+            for a, b in zip(getattr(one, field), getattr(par, field), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert np.all(one.train_pred[2] == 4) and np.all(one.importances[2] == 0)
+
+
+def test_gbt_groups_balance_trees():
+    from semidisent.metrics.gbt import _groups
+
+    # dSprites' factors: 3, 6, 40, 32, 32 classes -> 40 + 6 + 3 trees against 32 + 32.
+    groups = _groups([3, 6, 40, 32, 32], 2)
+    assert sorted(map(sorted, groups)) == [[0, 1, 2], [3, 4]]
+    assert sorted(i for g in _groups([1, 0, 5, 2], 8) for i in g) == [0, 1, 2, 3]
+    assert len(_groups([1, 0, 5, 2], 8)) == 3  # no more groups than tasks with trees
+    assert _groups([4, 4], 1) == [[0, 1]]
+
+
+def test_gbt_probabilities_survive_overflow():
+    """Without max subtraction exp overflows for large raw predictions; the per-task softmax /
+    sigmoid then takes over and gives the same probabilities torch's would."""
+    import torch
+
+    from semidisent.metrics.gbt import _Probabilities
+
+    tasks = [(np.arange(3), None), (np.arange(2), None)]
+    probs = _Probabilities(tasks, [(0, 3), (3, 1)], 4, torch.device("cpu"))
+    for scale in (1.0, 800.0):  # 800: e^800 overflows float64
+        raw = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        raw *= scale
+        got = probs(raw.clone())
+        np.testing.assert_allclose(got[:, :3], torch.softmax(raw[:, :3], 1), rtol=1e-12)
+        np.testing.assert_allclose(got[:, 3], torch.sigmoid(raw[:, 3]), rtol=1e-12)
+        assert torch.isfinite(got).all()
+
+
+def test_keep_heap_serves_large_blocks_from_the_heap():
+    """Inside keep_heap a 16 MiB block comes from the heap (and stays there when freed) instead
+    of a fresh memory mapping; outside (glibc's defaults, a fresh process) it is mapped."""
+    import subprocess
+    import sys
+
+    if utils._glibc() is None:
+        pytest.skip("glibc only")
+    script = """
+import ctypes, numpy as np
+from semidisent.metrics.utils import keep_heap, _glibc
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class M(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in FIELDS.split()]
+libc = _glibc(); libc.mallinfo2.restype = M
+def mapped(block):
+    before = libc.mallinfo2().hblkhd
+    with block():
+        a = np.ones(2 << 20); during = libc.mallinfo2().hblkhd; del a
+    return during - before
+import contextlib
+print(mapped(contextlib.nullcontext), mapped(keep_heap))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    outside, inside = int(out[0]), int(out[1])
+    assert outside >= 16 << 20
+    assert inside == 0
+
+
 def test_fast_gbt_degenerate_labels():
     x = np.random.default_rng(0).standard_normal((50, 3))
     res = fit_gbt(x, [np.full(50, 7)], x[:5], n_estimators=3)

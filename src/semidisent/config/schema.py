@@ -173,6 +173,9 @@ class EvalParams:
     # Torch CPU threads of the metric estimators (0: torch's default). 1 avoids OpenMP stalls
     # when the cores are shared with other work (docs/metrics.md).
     cpu_threads: int = field(default=1, metadata=check(non_negative))
+    # Independent estimator problems (DCI's boosted trees) fitted at the same time, each in its
+    # own thread on one torch thread; scores move by float rounding at most (0: one per core).
+    cpu_workers: int = field(default=0, metadata=check(non_negative))
     # Write pictures (reconstructions, samples, traversals, heat maps) under <out>/plots.
     plots: bool = True
     # Metrics also computed for a freshly initialised encoder (same settings and seed), written

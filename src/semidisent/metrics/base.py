@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from .utils import Mode, limit_threads
+from .utils import Mode, keep_heap, limit_threads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +26,10 @@ class MetricSettings:
     device: str = "cpu"
     # CPU threads (torch, OpenMP, BLAS) while a metric runs through the registry (0: as is).
     threads: int = 1
+    # Independent estimator problems solved at the same time (DCI's boosted trees), each in its
+    # own Python thread on one torch thread; scores move by float rounding at most (0: one per
+    # CPU core).
+    workers: int = 0
     progress: bool = False
 
     # Fields holding sample sizes (ints or tuples of ints), multiplied by ``scaled``.
@@ -58,14 +62,14 @@ class MetricSettings:
 
 def thread_limited(fn: F) -> F:
     """Run a metric's compute function under ``limit_threads(settings.threads)`` (the default
-    settings' value when none are given), whoever calls it."""
+    settings' value when none are given) and ``keep_heap()``, whoever calls it."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = signature.bind(*args, **kwargs).arguments.get("settings")
         threads = settings.threads if settings is not None else MetricSettings.threads
-        with limit_threads(threads):
+        with limit_threads(threads), keep_heap():
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -23,7 +23,7 @@ import scipy.stats
 from .base import MetricSettings, thread_limited
 from .representation import CodeCache, RepresentationFunction
 from .sampling import factor_codes
-from .utils import Mode, as_float, split_labelled
+from .utils import Mode, as_float, parallel_map, resolve_workers, split_labelled
 
 NAME = "dci"
 
@@ -77,12 +77,14 @@ def importance_gbt(
     seed: int = 0,
     max_bins: int = 768,
     observed: tuple[np.ndarray, np.ndarray] | None = None,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(importance (D, F), train accuracy (F,), test accuracy (F,)).
 
     ``observed``: per-entry flags (train, test) of the labels; each factor then uses only its
     observed rows (the few-label generalisation). Factors with no observed training row get a
-    zero importance column and NaN accuracies (left out of the means).
+    zero importance column and NaN accuracies (left out of the means). ``workers`` factors
+    (fast mode: groups of boosting problems) are fitted at the same time; same results.
     """
     d, f = x_train.shape[1], y_train.shape[1]
     imp = np.zeros((d, f))
@@ -99,7 +101,12 @@ def importance_gbt(
         from .gbt import fit_gbt
 
         res = fit_gbt(
-            x_train, [y_train[:, j] for j in range(f)], x_test, max_bins=max_bins, device=device
+            x_train,
+            [y_train[:, j] for j in range(f)],
+            x_test,
+            max_bins=max_bins,
+            device=device,
+            workers=workers,
         )
         for j in range(f):
             imp[:, j] = res.importances[j]
@@ -107,19 +114,25 @@ def importance_gbt(
             if len(y_test):
                 test_acc[j] = np.mean(res.test_pred[j] == y_test[:, j])
         return imp, train_acc, test_acc
-    for j in range(f):
+
+    def one(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         tr, te = rows[j]
         if not tr.any():
-            continue
-        xtr, ytr, xte, yte = x_train[tr], y_train[tr, j], x_test[te], y_test[te, j]
+            return None
+        xtr, ytr, xte = x_train[tr], y_train[tr, j], x_test[te]
         if mode == "reference":
-            imp[:, j], ptr, pte = _gbt_reference(xtr, ytr, xte, seed)
-        else:
-            from .gbt import fit_gbt
+            return _gbt_reference(xtr, ytr, xte, seed)
+        from .gbt import fit_gbt
 
-            res = fit_gbt(xtr, [ytr], xte, max_bins=max_bins, device=device)
-            imp[:, j], ptr, pte = res.importances[0], res.train_pred[0], res.test_pred[0]
-        train_acc[j] = np.mean(ptr == ytr)
+        res = fit_gbt(xtr, [ytr], xte, max_bins=max_bins, device=device)
+        return res.importances[0], res.train_pred[0], res.test_pred[0]
+
+    for j, fitted in enumerate(parallel_map(one, range(f), workers)):
+        if fitted is None:
+            continue
+        imp[:, j], ptr, pte = fitted
+        yte = y_test[rows[j][1], j]
+        train_acc[j] = np.mean(ptr == y_train[rows[j][0], j])
         test_acc[j] = np.mean(pte == yte) if len(yte) else np.nan
     return imp, train_acc, test_acc
 
@@ -135,10 +148,11 @@ def dci_scores(
     max_bins: int = 768,
     observed: tuple[np.ndarray, np.ndarray] | None = None,
     details: dict[str, Any] | None = None,
+    workers: int = 1,
 ) -> dict[str, float]:
     """Pure core on codes (n, D) and factors (n, F) of the train and test sets."""
     imp, train_acc, test_acc = importance_gbt(
-        x_train, y_train, x_test, y_test, mode, device, seed, max_bins, observed
+        x_train, y_train, x_test, y_test, mode, device, seed, max_bins, observed, workers
     )
     used = ~np.isnan(train_acc)
     if details is not None:
@@ -169,13 +183,16 @@ def dci_on_fixed_data(
     device: str = "cpu",
     seed: int = 0,
     max_bins: int = 768,
+    workers: int = 1,
 ) -> dict[str, float]:
     """dlib's ``compute_dci_on_fixed_data`` (``dci_validation``): the first ceil(0.9 n) rows
     train, the rest test."""
     x_train, y_train, x_test, y_test, obs = split_labelled(
         codes, labels, observed, train_percentage
     )
-    return dci_scores(x_train, y_train, x_test, y_test, mode, device, seed, max_bins, obs)
+    return dci_scores(
+        x_train, y_train, x_test, y_test, mode, device, seed, max_bins, obs, workers=workers
+    )
 
 
 @thread_limited
@@ -199,5 +216,14 @@ def compute_dci(
         s.progress,
     )
     return dci_scores(
-        x_train, y_train, x_test, y_test, s.mode, s.device, seed, s.max_bins, details=details
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        s.mode,
+        s.device,
+        seed,
+        s.max_bins,
+        details=details,
+        workers=resolve_workers(s.workers),
     )

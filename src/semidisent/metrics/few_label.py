@@ -21,6 +21,7 @@ from .dci import dci_on_fixed_data
 from .mig import mig_on_fixed_data
 from .representation import CodeCache, RepresentationFunction, as_cache, check_codes
 from .sap import sap_on_fixed_data
+from .utils import resolve_workers
 
 FEW_LABEL_METRICS = ("val_mig", "val_dci", "val_sap")
 
@@ -84,7 +85,15 @@ def compute_few_label(
             out[name] = mig_on_fixed_data(codes, labels, observed, s.num_bins, s.mode)
         elif name == "val_dci":
             out[name] = dci_on_fixed_data(
-                codes, labels, observed, s.train_percentage, s.mode, s.device, seed, s.max_bins
+                codes,
+                labels,
+                observed,
+                s.train_percentage,
+                s.mode,
+                s.device,
+                seed,
+                s.max_bins,
+                resolve_workers(s.workers),
             )
         elif name == "val_sap":
             out[name] = sap_on_fixed_data(

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .utils import encode_labels
+from .utils import encode_labels, parallel_map
 
 EPSILON = float(np.finfo(np.float64).eps)
 # Elements of the (features, bins, nodes, trees) split-gain block computed at once on the CPU:
@@ -118,36 +118,89 @@ def fit_gbt(
     max_depth: int = 3,
     max_bins: int = 768,
     device: str = "cpu",
+    workers: int = 1,
 ) -> GBTResult:
     """Fit one boosted classifier per label vector of ``ys_train`` on the shared features
-    ``x_train`` (n, D); predict the training rows and ``x_test``."""
-    with torch.inference_mode():
-        return _fit(
-            x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_bins, device
-        )
+    ``x_train`` (n, D); predict the training rows and ``x_test``.
 
-
-def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_bins, device):
-    dev = torch.device(device)
-    x_train = np.asarray(x_train, dtype=np.float32)  # scikit-learn trees work in float32
-    x_test = np.zeros((0, x_train.shape[1]), np.float32) if x_test is None else x_test
-    x_test = np.asarray(x_test, dtype=np.float32)
-    n, d = x_train.shape
-    m = len(x_test)
-
-    binned = [_bins(x_train[:, j], max_bins) for j in range(d)]
-    n_bins = max(len(b[2]) for b in binned)
-    bins = np.stack([b[0] for b in binned], axis=1)
-    lower = np.full((d, n_bins), np.inf)
-    upper = np.full((d, n_bins), np.inf)
-    for j, (_, lo, up) in enumerate(binned):
-        lower[j, : len(lo)] = lo
-        upper[j, : len(up)] = up
-    hist = _Histograms(bins, n_bins, dev)
-    tables = (torch.as_tensor(lower, device=dev), torch.as_tensor(upper, device=dev))
-
-    # Problems: one per class of a multinomial task, one per binomial task, none if 1 class.
+    ``workers`` > 1 (CPU): the label vectors are split into that many groups of about equal
+    numbers of trees, boosted at the same time in Python threads, each on one torch thread
+    (torch releases the GIL inside its kernels). The problems are independent, so the
+    predictions are one worker's and the importances too, to float rounding (the sparse
+    histogram product may sum in another order for another number of columns).
+    """
+    data = _Data(x_train, x_test, max_bins, torch.device(device))
     tasks = [encode_labels(y) for y in ys_train]
+    args = (data, n_estimators, learning_rate, max_depth)
+    groups = _groups([_trees_of(classes) for classes, _ in tasks], workers)
+    if data.device.type != "cpu" or len(groups) < 2:
+        return _boost(tasks, *args)
+    parts = parallel_map(lambda g: _boost([tasks[i] for i in g], *args), groups, len(groups))
+    # Back to the order of ys_train.
+    found = {}
+    for g, part in zip(groups, parts, strict=True):
+        for j, i in enumerate(g):
+            found[i] = (part.importances[j], part.train_pred[j], part.test_pred[j])
+    imp, train, test = zip(*(found[i] for i in range(len(tasks))), strict=True)
+    return GBTResult(list(imp), list(train), list(test))
+
+
+def _trees_of(classes: np.ndarray) -> int:
+    """Regression trees per stage: one per class (multinomial), one (binomial), none (1 class)."""
+    k = len(classes)
+    return k if k > 2 else (1 if k == 2 else 0)
+
+
+def _groups(trees: list[int], workers: int) -> list[list[int]]:
+    """Task indices in at most ``workers`` groups with about equal total trees (largest task
+    first into the emptiest group); empty groups are dropped."""
+    workers = max(1, min(workers, sum(1 for t in trees if t)))
+    groups: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for i in sorted(range(len(trees)), key=lambda i: -trees[i]):
+        g = load.index(min(load))
+        groups[g].append(i)
+        load[g] += trees[i]
+    return [sorted(g) for g in groups if g]
+
+
+class _Data:
+    """What every group of problems shares: float32 features, their bins and bin edges, the
+    (feature-bin x sample) histogram matrix and the root's cumulative counts."""
+
+    def __init__(self, x_train, x_test, max_bins: int, device: torch.device):
+        x_train = np.asarray(x_train, dtype=np.float32)  # scikit-learn trees work in float32
+        x_test = np.zeros((0, x_train.shape[1]), np.float32) if x_test is None else x_test
+        x_test = np.asarray(x_test, dtype=np.float32)
+        self.device = device
+        self.n, self.d = x_train.shape
+        self.m = len(x_test)
+        binned = [_bins(x_train[:, j], max_bins) for j in range(self.d)]
+        n_bins = max(len(b[2]) for b in binned)
+        bins = np.stack([b[0] for b in binned], axis=1)
+        lower = np.full((self.d, n_bins), np.inf)
+        upper = np.full((self.d, n_bins), np.inf)
+        for j, (_, lo, up) in enumerate(binned):
+            lower[j, : len(lo)] = lo
+            upper[j, : len(up)] = up
+        with torch.inference_mode():
+            self.hist = _Histograms(bins, n_bins, device)
+            self.tables = (
+                torch.as_tensor(lower, device=device),
+                torch.as_tensor(upper, device=device),
+            )
+            self.x_tr = torch.as_tensor(x_train, device=device)
+            self.x_te = torch.as_tensor(x_test, device=device)
+            ones = torch.ones(self.n, 1, dtype=self.hist.dtype, device=device)
+            self.root_cum = self.hist.of(ones)[:, :, 0].cumsum(1)
+
+
+@torch.inference_mode()
+def _boost(tasks, data: _Data, n_estimators: int, learning_rate: float, max_depth: int):
+    """Boost the problems of ``tasks`` ((classes, encoded labels) each) together."""
+    dev = data.device
+    n, d, m = data.n, data.d, data.m
+    # Problems: one per class of a multinomial task, one per binomial task, none if 1 class.
     cols: list[tuple[int, int]] = []  # (first column, number of columns) per task
     targets = []
     for classes, enc in tasks:
@@ -159,9 +212,9 @@ def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_
             targets.extend(enc == c for c in range(k))
         cols.append((start, len(targets) - start))
     T = len(targets)
-    x_all = torch.as_tensor(np.concatenate([x_train, x_test]), device=dev)
     importances = torch.zeros(T, d, dtype=torch.float64, device=dev)
     raw = torch.zeros(n + m, T, dtype=torch.float64, device=dev)
+    raw_tr, raw_te = raw[:n], raw[n:]
     eps = np.finfo(np.float64).eps
     if T:
         Y = torch.as_tensor(np.stack(targets, axis=1), device=dev).to(torch.float64)
@@ -176,29 +229,27 @@ def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_
                 logp = torch.log(prior)
                 raw[:, start : start + width] = logp - logp.mean()
                 factor[start : start + width] = (width - 1) / width
-        root_cum = hist.of(torch.ones(n, 1, dtype=hist.dtype, device=dev))[:, :, 0].cumsum(1)
         n_leaves = 2**max_depth
+        trees = torch.arange(T, dtype=torch.int32, device=dev)
+        probs = _Probabilities(tasks, cols, T, dev)
         for _ in range(n_estimators):
-            prob = torch.empty(n, T, dtype=torch.float64, device=dev)
-            for (classes, _), (start, width) in zip(tasks, cols, strict=True):
-                if width == 0:
-                    continue
-                r = raw[:n, start : start + width]
-                prob[:, start : start + width] = (
-                    torch.sigmoid(r) if len(classes) == 2 else torch.softmax(r, dim=1)
-                )
+            prob = probs(raw_tr)
             grad = Y - prob
-            leaf, imp = _grow_stage(grad, x_all, hist, root_cum, tables, max_depth)
+            leaf, splits, imp = _grow_stage(
+                grad, data.x_tr, data.hist, data.root_cum, data.tables, max_depth
+            )
             importances += imp
-            # leaf: flat indices leaf * T + tree of the (leaf, tree) table of every row.
-            tr_leaf = leaf[:n].reshape(-1)
-            zeros = torch.zeros(n_leaves * T, dtype=torch.float64, device=dev)
-            num = zeros.scatter_add(0, tr_leaf, grad.reshape(-1)).reshape(n_leaves, T)
-            den = zeros.scatter_add(0, tr_leaf, (prob * (1 - prob)).reshape(-1))
-            den = den.reshape(n_leaves, T)
+            # Newton leaf values of every (leaf, tree): sum(g) / sum(p (1 - p)).
+            tr_leaf = _flat(leaf, trees, n_leaves)
+            num = torch.bincount(tr_leaf, grad.reshape(-1), minlength=n_leaves * T)
+            hess = torch.addcmul(prob, prob, prob, value=-1.0)
+            den = torch.bincount(tr_leaf, hess.reshape(-1), minlength=n_leaves * T)
             value = torch.where(den.abs() < 1e-150, torch.zeros_like(num), num / den)
-            value = value * factor[None, :]
-            raw.add_(value.reshape(-1).take(leaf), alpha=learning_rate)
+            step = (value.reshape(n_leaves, T) * factor[None, :] * learning_rate).reshape(-1)
+            raw_tr += step.index_select(0, tr_leaf).reshape(n, T)
+            if m:
+                te_leaf = _flat(_route(data.x_te, splits), trees, n_leaves)
+                raw_te += step.index_select(0, te_leaf).reshape(m, T)
 
     imp_out, train_pred, test_pred = [], [], []
     imp_np = importances.cpu().numpy()
@@ -219,6 +270,44 @@ def _fit(x_train, ys_train, x_test, n_estimators, learning_rate, max_depth, max_
     return GBTResult(imp_out, train_pred, test_pred)
 
 
+class _Probabilities:
+    """Class probabilities of every boosting problem from the raw predictions (n, T): softmax
+    over each multinomial task's columns, sigmoid for a binomial task's one column.
+
+    All tasks at once: exp of the whole table, per-task sums by one small matrix product, a
+    division, instead of one softmax per task over a strided column slice (2.5x the time on
+    the CPU). Without the max subtraction exp can overflow or, for a whole task, underflow;
+    then (checked on the (n, tasks) sums) the per-task softmax of torch is used instead.
+    """
+
+    def __init__(self, tasks, cols, T: int, dev: torch.device):
+        self.spans = [
+            (start, width, len(classes) == 2)
+            for (classes, _), (start, width) in zip(tasks, cols, strict=True)
+            if width
+        ]
+        member = torch.zeros(T, len(self.spans), dtype=torch.float64, device=dev)
+        self.offset = torch.zeros(len(self.spans), dtype=torch.float64, device=dev)
+        task_of = torch.zeros(T, dtype=torch.int64, device=dev)
+        for i, (start, width, binomial) in enumerate(self.spans):
+            member[start : start + width, i] = 1.0
+            task_of[start : start + width] = i
+            if binomial:  # sigmoid(r) = e^r / (1 + e^r): the other class's logit is 0
+                self.offset[i] = 1.0
+        self.member, self.task_of = member, task_of
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(raw)
+        sums = torch.addmm(self.offset, e, self.member)  # (n, tasks)
+        if bool(torch.isfinite(sums).all() & (sums > 0).all()):
+            return e.div_(sums.index_select(1, self.task_of))
+        prob = torch.empty_like(raw)
+        for start, width, binomial in self.spans:
+            r = raw[:, start : start + width]
+            prob[:, start : start + width] = torch.sigmoid(r) if binomial else r.softmax(1)
+        return prob
+
+
 def _float32_at_most(t: torch.Tensor) -> torch.Tensor:
     """The largest float32 <= t (float64): for float32 x, x <= t  <=>  x <= this value."""
     t32 = t.to(torch.float32)
@@ -226,27 +315,69 @@ def _float32_at_most(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t32.to(torch.float64) > t, below, t32)
 
 
+def _node_dtype(max_depth: int) -> torch.dtype:
+    return torch.uint8 if max_depth <= 8 else torch.int32
+
+
+def _go_right(x: torch.Tensor, node: torch.Tensor | None, split: tuple) -> torch.Tensor:
+    """(rows, T) bool: whether each row goes right in its node's split at one level.
+
+    ``split`` = (feat, thr32), each (k, T) for the level's k nodes. Evaluated node by node on
+    whole feature columns (index_select + compare on 4-byte and 1-byte arrays): per-row gathers
+    need (rows, T) int64 indices, and moving those through memory cost ~3x more on the CPU.
+    """
+    feat, thr32 = split
+    right = torch.index_select(x, 1, feat[0]) > thr32[0]
+    if node is None:
+        return right
+    right &= node == 0
+    for j in range(1, feat.shape[0]):
+        r = torch.index_select(x, 1, feat[j]) > thr32[j]
+        r &= node == j
+        right |= r
+    return right
+
+
+def _flat(node: torch.Tensor, trees: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat int32 indices node * T + tree into a (k, T) table, for ``bincount`` and
+    ``index_select`` (int64 index arithmetic costs ~4x more memory traffic on the CPU)."""
+    if node.shape[1] * k >= 2**31:
+        raise ValueError("too many (node, tree) pairs for int32 indices")
+    return (node.to(torch.int32) * node.shape[1] + trees).reshape(-1)
+
+
+def _route(x: torch.Tensor, splits: list[tuple]) -> torch.Tensor:
+    """Leaf (bit-reversed heap order) of every row of ``x`` in every tree of a stage."""
+    node = None
+    for depth, split in enumerate(splits):
+        right = _go_right(x, node, split).to(_node_dtype(len(splits)))
+        node = right if node is None else node + right * (2**depth)
+    assert node is not None
+    return node
+
+
 def _grow_stage(
     grad64: torch.Tensor,
-    x_all: torch.Tensor,
+    x: torch.Tensor,
     hist: _Histograms,
     root_cum: torch.Tensor,
     tables: tuple[torch.Tensor, torch.Tensor],
     max_depth: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Grow one depth-limited regression tree per column of ``grad64`` (n, T) at once.
 
-    Returns the flat index leaf * T + tree (leaf 0 .. 2^depth - 1) of every row of ``x_all``
-    (train rows first) in every tree, and the (T, D) SSE reductions credited to each feature.
-    A node that does not split sends all its samples to its left child; its right child stays
-    empty (no training sample can reach it, nor can a test sample).
+    Returns the leaf (0 .. 2^depth - 1) of every training row in every tree, the splits of
+    every level ((feat, thr32), each (nodes, T), for routing other rows with :func:`_route`),
+    and the (T, D) SSE reductions credited to each feature. A node that does not split sends
+    all its samples to its left child; its right child stays empty (no training sample can
+    reach it, nor can a test sample).
 
     Nodes of a level are numbered in bit-reversed heap order (the child of node j on side b at
     level L is j + b 2^L): every level's left children come first, in their parents' order,
     its right children after them. A level's histograms are kept as blocks of consecutive
     nodes (the left children's, straight from the matrix product, and the right children's,
-    parent minus left sibling), so nothing is interleaved or copied. Rows carry the flat index
-    node * T + tree into the (node, tree) tables.
+    parent minus left sibling), so nothing is interleaved or copied. Rows carry their node
+    number in a (n, T) byte array.
 
     Histograms and split gains are float32 (twice the throughput; the chosen split's gain is
     accurate to ~1e-6 relative), the boosting state stays float64. Histograms are cumulative
@@ -259,25 +390,27 @@ def _grow_stage(
     d, B = hist.d, hist.b
     dt = hist.dtype
     grad = grad64.to(dt)
-    flat = torch.empty(0, dtype=torch.int64, device=dev)  # rows' node * T + tree, from level 1
+    node: torch.Tensor | None = None  # rows' node at this level (None: all at the root)
+    trees = torch.arange(T, dtype=torch.int32, device=dev)
     imp = torch.zeros(T, d, dtype=torch.float64, device=dev)
     dead = torch.zeros(1, T, dtype=torch.bool, device=dev)
     g_sq = (grad64 * grad64).reshape(-1)
     g_flat = grad64.reshape(-1)
+    splits: list[tuple[torch.Tensor, torch.Tensor]] = []
     # Cumulative histograms: blocks (D, B, nodes, T) of consecutive nodes, in the layout the
     # matrix product produces; node-level tables are (nodes, T).
     sums: list[torch.Tensor] = []
     cnts: list[torch.Tensor] = []
     for depth in range(max_depth):
         k = 2**depth
-        tr = flat[:n]
-        if depth == 0:
+        if node is None:
             sums = [hist.of(grad).cumsum_(1)[:, :, None, :]]
             cnts = [root_cum[:, :, None, None].expand(d, B, 1, T)]
+            sq = g_sq.reshape(n, T).sum(0)[None, :]
+            s64 = grad64.sum(0)[None, :]
         else:
             half = k // 2
-            parents = torch.arange(half * T, device=dev).reshape(half, T)
-            masks = (tr[:, None, :] == parents[None]).to(dt)  # (n, k/2, T)
+            masks = torch.stack([node == j for j in range(half)], dim=1).to(dt)  # (n, k/2, T)
             # Sums and counts of the left children (nodes 0 .. k/2-1); right = parent - left.
             left_s = hist.of((masks * grad[:, None, :]).reshape(n, -1)).cumsum_(1)
             left_c = hist.of(masks.reshape(n, -1)).cumsum_(1)
@@ -292,13 +425,9 @@ def _grow_stage(
                 torch.sub(pc, left_c[:, :, j : j + w], out=right_c[:, :, j : j + w])
                 j += w
             sums, cnts = [left_s, right_s], [left_c, right_c]
-        if depth == 0:
-            sq = g_sq.reshape(n, T).sum(0)[None, :]
-            s64 = grad64.sum(0)[None, :]
-        else:
-            zeros = torch.zeros(k * T, dtype=torch.float64, device=dev)
-            sq = zeros.scatter_add(0, tr.reshape(-1), g_sq).reshape(k, T)
-            s64 = zeros.scatter_add(0, tr.reshape(-1), g_flat).reshape(k, T)
+            at = _flat(node, trees, k)
+            sq = torch.bincount(at, g_sq, minlength=k * T).reshape(k, T)
+            s64 = torch.bincount(at, g_flat, minlength=k * T).reshape(k, T)
         # (k, T): exact integer counts of every node
         total_n = torch.cat([c[0, B - 1] for c in cnts]) if k > 1 else cnts[0][0, B - 1]
         # Node impurity (variance); scikit-learn does not split a node with variance <= eps.
@@ -364,13 +493,9 @@ def _grow_stage(
         # float32 not above the float64 threshold (the same decision as x <= threshold).
         thr32 = torch.where(split, _float32_at_most(thr), torch.full_like(thr, torch.inf))
         thr32 = thr32.to(torch.float32)
-        if depth == 0:  # every row at the root
-            right = torch.index_select(x_all, 1, feat[0]) > thr32[0]
-            flat = torch.arange(T, device=dev).add(right, alpha=T)
-        else:
-            right = torch.gather(x_all, 1, feat.reshape(-1).take(flat)) > thr32.reshape(-1).take(
-                flat
-            )
-            flat.add_(right, alpha=k * T)
+        splits.append((feat, thr32))
+        right = _go_right(x, node, splits[-1]).to(_node_dtype(max_depth))
+        node = right if node is None else node + right * k
         dead = (~split | dead).repeat(2, 1)
-    return flat, imp
+    assert node is not None
+    return node, splits, imp

@@ -66,6 +66,7 @@ def metric_settings(
     sample_scale: float = 1.0,
     progress: bool = False,
     threads: int = 1,
+    workers: int = 0,
 ) -> MetricSettings:
     """The study defaults of metric ``name`` with the run's mode, device and sample scale."""
     if name in FEW_LABEL_METRICS:
@@ -75,7 +76,11 @@ def metric_settings(
     else:
         raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
     base = cls(
-        mode=check_mode(mode), device=resolve_device(device), progress=progress, threads=threads
+        mode=check_mode(mode),
+        device=resolve_device(device),
+        progress=progress,
+        threads=threads,
+        workers=workers,
     )
     return base.scaled(sample_scale)
 
@@ -139,6 +144,7 @@ def evaluate_metrics(
     few_label: bool = False,
     on_metric: Callable[[str, dict[str, Any], float], None] | None = None,
     threads: int = 1,
+    workers: int = 0,
 ) -> Evaluation:
     """Compute ``names`` (and, with ``few_label`` and a supervision ``mask``, val_mig / val_dci /
     val_sap) for one representation. Returns scores, seconds and settings per metric."""
@@ -157,7 +163,7 @@ def evaluate_metrics(
 
         bar = tqdm(total=len(todo), desc="metrics", unit="metric")
     for name in names:
-        settings = metric_settings(name, mode, device, sample_scale, progress, threads)
+        settings = metric_settings(name, mode, device, sample_scale, progress, threads, workers)
         details: dict[str, Any] = {}
         t0 = time.perf_counter()
         scores = compute_metric(name, dataset, source, seed, settings, details)
@@ -172,7 +178,7 @@ def evaluate_metrics(
             bar.set_postfix_str(name)
             bar.update(1)
     if few_label and mask is not None:
-        settings = metric_settings("val_mig", mode, device, 1.0, progress, threads)
+        settings = metric_settings("val_mig", mode, device, 1.0, progress, threads, workers)
         t0 = time.perf_counter()
         few = compute_few_label(dataset, mask, source, seed, settings)  # type: ignore[arg-type]
         elapsed = time.perf_counter() - t0

@@ -132,14 +132,15 @@ class MomentsCode:
                 proj,
             ]
         ).T.astype(np.float32)
+        self.basis_uint8 = self.basis * np.float32(1 / 255)
         self.size = size
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         flat = x[:, 0].reshape(len(x), -1).astype(np.float32)
-        if x.dtype == np.uint8:
-            flat *= np.float32(1 / 255)
-        mom = (flat @ self.basis).astype(np.float64)
+        # uint8 pixels: the 1/255 folded into the basis (one pass over the pixels less).
+        basis = self.basis_uint8 if x.dtype == np.uint8 else self.basis
+        mom = (flat @ basis).astype(np.float64)
         m = np.maximum(mom[:, 0], 1e-6)
         cx, cy = mom[:, 1] / m, mom[:, 2] / m
         mu20 = mom[:, 3] / m - cx**2

@@ -458,7 +458,9 @@ def objective_values(ctx: SearchContext, result: Any, names: Sequence[str]) -> d
         from ..metrics.representation import vae_representation
 
         ep = ctx.params.eval
-        settings = metric_settings("val_mig", ep.mode, ep.device, 1.0, False, ep.cpu_threads)
+        settings = metric_settings(
+            "val_mig", ep.mode, ep.device, 1.0, False, ep.cpu_threads, ep.cpu_workers
+        )
         settings = dataclasses.replace(settings, metrics=tuple(few))
         rep = vae_representation(result.model, device=settings.device, batch_size=ep.batch_size)
         dataset, mask = ctx.prepared.dataset, ctx.prepared.mask

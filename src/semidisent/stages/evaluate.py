@@ -168,6 +168,7 @@ def run_evaluate(
             few_label=few_label,
             on_metric=on_metric,
             threads=ep.cpu_threads,
+            workers=ep.cpu_workers,
         )
 
     ev = score(representation, ep.metrics, ep.few_label, report)
