@@ -35,8 +35,11 @@ sibling's is its parent's minus the left one's. Histograms are kept cumulative o
 left side of each candidate split), nodes in bit-reversed heap order so that a level is two
 contiguous blocks (left children, right children) and nothing is interleaved or copied, and the
 split gains are evaluated a few features at a time so that the temporaries stay in the CPU
-caches. Training and test rows are routed through all trees of a stage together, by a flat
-(node, tree) index.
+caches. Rows carry their node in every tree as one byte and are routed node by node on whole
+feature columns; node sums and leaf values come from ``bincount`` on int32 (node, tree) indices
+(int64 index arithmetic moved ~4x the memory); one exp gives every task's class probabilities.
+Test rows are routed after each stage with its splits. On the CPU, groups of tasks can be
+boosted side by side in threads (``workers``); on this 2-core machine that is the largest gain.
 """
 
 from __future__ import annotations
