@@ -84,7 +84,8 @@ def importance_gbt(
     ``observed``: per-entry flags (train, test) of the labels; each factor then uses only its
     observed rows (the few-label generalisation). Factors with no observed training row get a
     zero importance column and NaN accuracies (left out of the means). ``workers`` factors
-    (fast mode: groups of boosting problems) are fitted at the same time; same results.
+    (fast mode: groups of boosting problems) are fitted at the same time; the same scores to
+    float rounding.
     """
     d, f = x_train.shape[1], y_train.shape[1]
     imp = np.zeros((d, f))
@@ -115,25 +116,24 @@ def importance_gbt(
                 test_acc[j] = np.mean(res.test_pred[j] == y_test[:, j])
         return imp, train_acc, test_acc
 
-    def one(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def one(j: int) -> tuple[np.ndarray, float, float] | None:
+        """Factor j's (importance column, train accuracy, test accuracy)."""
         tr, te = rows[j]
         if not tr.any():
             return None
-        xtr, ytr, xte = x_train[tr], y_train[tr, j], x_test[te]
+        xtr, ytr, xte, yte = x_train[tr], y_train[tr, j], x_test[te], y_test[te, j]
         if mode == "reference":
-            return _gbt_reference(xtr, ytr, xte, seed)
-        from .gbt import fit_gbt
+            col, ptr, pte = _gbt_reference(xtr, ytr, xte, seed)
+        else:
+            from .gbt import fit_gbt
 
-        res = fit_gbt(xtr, [ytr], xte, max_bins=max_bins, device=device)
-        return res.importances[0], res.train_pred[0], res.test_pred[0]
+            res = fit_gbt(xtr, [ytr], xte, max_bins=max_bins, device=device)
+            col, ptr, pte = res.importances[0], res.train_pred[0], res.test_pred[0]
+        return col, np.mean(ptr == ytr), np.mean(pte == yte) if len(yte) else np.nan
 
     for j, fitted in enumerate(parallel_map(one, range(f), workers)):
-        if fitted is None:
-            continue
-        imp[:, j], ptr, pte = fitted
-        yte = y_test[rows[j][1], j]
-        train_acc[j] = np.mean(ptr == y_train[rows[j][0], j])
-        test_acc[j] = np.mean(pte == yte) if len(yte) else np.nan
+        if fitted is not None:
+            imp[:, j], train_acc[j], test_acc[j] = fitted
     return imp, train_acc, test_acc
 
 

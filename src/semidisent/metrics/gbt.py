@@ -349,12 +349,19 @@ def _flat(node: torch.Tensor, trees: torch.Tensor, k: int) -> torch.Tensor:
     return (node.to(torch.int32) * node.shape[1] + trees).reshape(-1)
 
 
+def _descend(
+    x: torch.Tensor, node: torch.Tensor | None, split: tuple, max_depth: int
+) -> torch.Tensor:
+    """Every row's node one level down: node j (of k at this level) goes to j or j + k."""
+    right = _go_right(x, node, split).to(_node_dtype(max_depth))
+    return right if node is None else node + right * split[0].shape[0]
+
+
 def _route(x: torch.Tensor, splits: list[tuple]) -> torch.Tensor:
     """Leaf (bit-reversed heap order) of every row of ``x`` in every tree of a stage."""
     node = None
-    for depth, split in enumerate(splits):
-        right = _go_right(x, node, split).to(_node_dtype(len(splits)))
-        node = right if node is None else node + right * (2**depth)
+    for split in splits:
+        node = _descend(x, node, split, len(splits))
     assert node is not None
     return node
 
@@ -492,13 +499,11 @@ def _grow_stage(
         gain64 = nl64 * nr64 / n64 * (sl64 / nl64.clamp(min=1) - (s64 - sl64) / nr64) ** 2
         gain64 = torch.where(split, gain64, torch.zeros_like(gain64))
         imp.scatter_add_(1, feat.T, gain64.T)
-        # Route every row (train and test) of every tree: float32 features against the largest
-        # float32 not above the float64 threshold (the same decision as x <= threshold).
+        # Route the training rows of every tree: float32 features against the largest float32
+        # not above the float64 threshold (the same decision as x <= threshold).
         thr32 = torch.where(split, _float32_at_most(thr), torch.full_like(thr, torch.inf))
-        thr32 = thr32.to(torch.float32)
-        splits.append((feat, thr32))
-        right = _go_right(x, node, splits[-1]).to(_node_dtype(max_depth))
-        node = right if node is None else node + right * k
+        splits.append((feat, thr32.to(torch.float32)))
+        node = _descend(x, node, splits[-1], max_depth)
         dead = (~split | dead).repeat(2, 1)
     assert node is not None
     return node, splits, imp

@@ -250,7 +250,8 @@ def keep_heap() -> Iterator[None]:
     The fast estimators allocate and free many multi-megabyte temporaries (e.g. (rows, trees)
     arrays, a dozen per boosting stage). By default glibc hands such blocks back to the kernel
     when they are freed and the next allocation faults in fresh zeroed pages; on our 2-core VM
-    that cost ~20% of the fast DCI (30 boosting stages: 2.9 s instead of 3.7-3.9 s, best of 3).
+    that cost ~15% of the fast DCI (30 boosting stages, best of 2: 3.0 s instead of 3.5 s on one
+    worker, 1.7 s instead of 2.0 s on two).
     PyTorch's CPU tuning guide suggests an allocator that keeps memory (jemalloc, tcmalloc) for
     the same reason; ``mallopt`` gets it without LD_PRELOAD. Afterwards the thresholds are set
     to glibc's dynamic steady state and free memory is returned with ``malloc_trim``.
