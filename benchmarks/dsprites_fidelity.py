@@ -6,7 +6,7 @@ literature (classic heart curve, pixel-centre sampling) measured in the same run
 ``--fit`` re-fits the ellipse semi-axes and the heart radii (Powell on a coverage hinge loss;
 minutes), printing constants for ``semidisent/data/dsprites_render.py``.
 
-    python benchmarks/dsprites_fidelity.py [--gif ../shared/data/dsprites_reference.gif] [--fit]
+    python benchmarks/dsprites_fidelity.py [--gif tests/data/dsprites_reference.gif] [--fit]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from semidisent.data import dsprites_render as render
 from semidisent.data.dsprites_reference import FRAME_FACTORS, frame_mismatch, load_reference_frames
 
-DEFAULT_GIF = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsprites_reference.gif"
+DEFAULT_GIF = Path(__file__).resolve().parents[1] / "tests" / "data" / "dsprites_reference.gif"
 
 
 def classic_heart_radii(n: int = 14) -> tuple[float, ...]:

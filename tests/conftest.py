@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE_GIF = SHARED / "data" / "dsprites_reference.gif"
+# The official dSprites traversal GIF (deepmind/dsprites-dataset, Apache-2.0: the licence lies
+# beside it), shipped so that every clone runs the renderer's fidelity tests.
+REFERENCE_GIF = ROOT / "tests" / "data" / "dsprites_reference.gif"
 BIN = Path(sys.executable).parent
 
 # MLflow defaults to ./mlflow.db in the working directory: never litter the repository. Tests

@@ -9,8 +9,6 @@ from conftest import REFERENCE_GIF
 from semidisent.data import dsprites_render as render
 from semidisent.data.dsprites_reference import FRAME_FACTORS, frame_mismatch, load_reference_frames
 
-pytestmark = pytest.mark.skipif(not REFERENCE_GIF.exists(), reason="shared/ reference data absent")
-
 
 @pytest.fixture(scope="module")
 def mismatch() -> np.ndarray:

@@ -97,15 +97,17 @@ def test_fast_gbt_close_to_sklearn_on_continuous_features():
 
 def test_fast_gbt_workers_give_identical_results():
     """Task groups boosted in parallel threads: the same predictions as one worker and the same
-    importances to float rounding (the sparse histogram product may sum in another order for
-    another number of columns), results in the order of the labels."""
+    importances to float rounding, results in the order of the labels. The sparse histogram
+    product may sum in another order for another number of columns (and threads): each split
+    gain comes from float32 sums of at most n = 700 values, whose relative rounding error is at
+    most n * eps32 = 4.2e-5 (seen: 1.2e-7), hence rtol 5e-5."""
     x, y = _gbt_data(discrete=False, n=700)
     ys = [y[:, 2], y[:, 0], np.full(len(y), 4), y[:, 1]]  # 5, 2, 1, 3 classes
     one = fit_gbt(x, ys, x[:90], n_estimators=12, max_bins=64, workers=1)
     for workers in (2, 3, 8):
         par = fit_gbt(x, ys, x[:90], n_estimators=12, max_bins=64, workers=workers)
         for a, b in zip(one.importances, par.importances, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(a, b, rtol=5e-5, atol=1e-12)
         for field in ("train_pred", "test_pred"):
             for a, b in zip(getattr(one, field), getattr(par, field), strict=True):
                 np.testing.assert_array_equal(a, b)
