@@ -118,6 +118,9 @@ def test_repro_runs_every_stage_and_logs_one_complete_mlflow_run(project, mlflow
     assert {"mig", "dci", "sap"} <= set(metrics)
     assert set(metrics["random_encoder"]) == {"mig", "dci"}  # the baseline, same settings
     assert (repo / "reports/report.html").stat().st_size > 1000
+    # Scores on fewer points than the study's say so next to them (sample_scale 0.01 here).
+    assert "Scores at eval.sample_scale 0.01 (1% of" in (repo / "reports/report.md").read_text()
+    assert "Scores at eval.sample_scale 0.01" in (repo / "reports/report.html").read_text()
     run_file = json.loads((repo / "models/default/mlflow_run.json").read_text())
 
     client = _client(mlflow_server)

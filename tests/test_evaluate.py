@@ -48,7 +48,11 @@ def test_run_evaluate_writes_metrics_meta_and_pictures(setup, tmp_path):
     )
     assert set(metrics["summary"]) == set(core) | {"val_mig", "val_dci", "val_sap"}
     assert metrics["summary"]["mig"] == metrics["mig"]["discrete_mig"]
-    assert metrics["val_mig"]["num_labels"] == 4  # 10% of the 40-label pool
+    # dlib's protocol (eval.few_label_protocol): val_mig on the whole 40-label pool, val_dci /
+    # val_sap fitted on the 36 labels training saw and scored on the 4 held out.
+    assert metrics["val_mig"]["num_labels"] == 40
+    assert metrics["val_mig"]["num_seen_in_training"] == 36
+    assert metrics["val_dci"]["num_train"] == 36 and metrics["val_dci"]["num_test"] == 4
     meta = json.loads((out / "metrics_meta.json").read_text())
     assert meta["mode"] == "fast" and meta["seed"] == 0 and meta["sample_scale"] == 0.01
     assert meta["versions"]["scikit-learn"] == "1.9.1"
@@ -56,6 +60,9 @@ def test_run_evaluate_writes_metrics_meta_and_pictures(setup, tmp_path):
     assert meta["model"]["kind"] == "file"
     assert len(meta["model"]["sha256"]) == 64 and meta["model"]["meta"] == {"steps": 0}
     assert meta["data"]["content_sha256"] and meta["data"]["n_validation"] == 4
+    assert (
+        meta["few_label_protocol"] == "dlib" and meta["settings"]["val_dci"]["protocol"] == "dlib"
+    )
     assert meta["settings"]["beta_vae"]["num_train"] == 100  # 10,000 x 0.01
     assert set(meta["seconds"]) >= set(core) | {"total"}
     pictures = sorted(p.name for p in (out / "plots").glob("*.png"))

@@ -3,24 +3,27 @@ and the representation-function contract."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 import pytest
 import torch
 
+from semidisent.config import load_params
+from semidisent.config.schema import SupervisionParams
 from semidisent.data.base import GridDataset
 from semidisent.data.variants import ColorVariant
-from semidisent.errors import SemidisentError
+from semidisent.errors import ParamsError, SemidisentError
 from semidisent.metrics import testing
 from semidisent.metrics.beta_vae import BetaVAESettings, compute_beta_vae
 from semidisent.metrics.factor_vae import FactorVAESettings, compute_factor_vae
-from semidisent.metrics.few_label import compute_few_label
+from semidisent.metrics.few_label import FewLabelSettings, compute_few_label
 from semidisent.metrics.mig import MIGSettings, compute_mig
 from semidisent.metrics.registry import METRICS, compute_metric, evaluate_metrics, metric_settings
 from semidisent.metrics.representation import CodeCache, RepresentationError
 from semidisent.metrics.sampling import factor_codes
-from semidisent.supervision.mask import SupervisionMask
+from semidisent.supervision.mask import SupervisionMask, build_mask
 
 SIZES = (3, 6, 12, 10)
 CORE = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
@@ -157,36 +160,206 @@ def _mask(observed_fraction: float = 1.0) -> SupervisionMask:
     )
 
 
+@pytest.mark.parametrize("protocol", ["dlib", "heldout"])
 @pytest.mark.parametrize("observed_fraction", [1.0, 0.6])
-def test_few_label_metrics_use_only_the_held_out_pool(observed_fraction):
+def test_few_label_metrics_agree_between_modes(observed_fraction, protocol):
     mask = _mask(observed_fraction)
     code = testing.perfect_code(SIZES)
     out = {}
     for mode in ("reference", "fast"):
-        settings = metric_settings("val_mig", mode, "cpu")
+        settings = dataclasses.replace(metric_settings("val_mig", mode, "cpu"), protocol=protocol)
         out[mode] = compute_few_label(dataset(), mask, code, 0, settings)
     assert set(out["fast"]) == {"val_mig", "val_dci", "val_sap"}
-    assert out["fast"]["val_mig"]["num_labels"] == 200
     for name, scores in out["reference"].items():
         for key, value in scores.items():
             assert out["fast"][name][key] == pytest.approx(value, abs=0.02), (name, key)
-    # A perfect code on 200 labelled points: every factor has <= 12 values < 20 bins.
+    # A perfect code on 200 or 400 labelled points: every factor has <= 12 values < 20 bins.
     assert out["fast"]["val_mig"]["discrete_mig"] > 0.8
     assert out["fast"]["val_dci"]["disentanglement"] > 0.8
 
 
-def test_few_label_changes_with_the_labels_not_with_the_training_rows():
+def test_few_label_counts_record_what_each_protocol_scored():
+    """dlib: val_mig on all n pool points, val_dci / val_sap fitted on the mask's 200 training
+    rows and scored on its 200 validation rows; heldout: everything on the 200 validation rows,
+    DCI / SAP split 90/10 again."""
     mask = _mask()
     code = testing.perfect_code(SIZES)
-    settings = metric_settings("val_mig", "fast", "cpu")
-    a = compute_few_label(dataset(), mask, code, 0, settings)
-    # Shuffle the labels of the training part only: validation scores must not move.
+    counts = {}
+    for protocol in ("dlib", "heldout"):
+        settings = FewLabelSettings(mode="fast", device="cpu", protocol=protocol)
+        out = compute_few_label(dataset(), mask, code, 0, settings)
+        counts[protocol] = {
+            name: {k: v for k, v in scores.items() if k.startswith("num_")}
+            for name, scores in out.items()
+        }
+    fitted = {"num_labels": 400, "num_seen_in_training": 200, "num_train": 200, "num_test": 200}
+    assert counts["dlib"] == {
+        "val_mig": {"num_labels": 400, "num_seen_in_training": 200},
+        "val_dci": fitted,
+        "val_sap": fitted,
+    }
+    fitted = {"num_labels": 200, "num_seen_in_training": 0, "num_train": 180, "num_test": 20}
+    assert counts["heldout"] == {
+        "val_mig": {"num_labels": 200, "num_seen_in_training": 0},
+        "val_dci": fitted,
+        "val_sap": fitted,
+    }
+
+
+def _relabel(mask: SupervisionMask, rows: np.ndarray, seed: int = 1) -> SupervisionMask:
+    """The mask with the labels of ``rows`` (pool indices) replaced by uniform random values:
+    those rows carry no information about the code any more."""
     labels = mask.labels.copy()
-    labels[:200] = labels[:200][::-1]
-    moved = SupervisionMask(
+    rng = np.random.default_rng(seed)
+    labels[rows] = rng.integers(0, np.asarray(SIZES), size=(len(rows), len(SIZES)))
+    return SupervisionMask(
         mask.rows, mask.is_validation, labels, mask.observed, mask.label_sizes, mask.factor_names
     )
+
+
+def test_heldout_protocol_uses_only_the_validation_labels():
+    mask = _mask()
+    code = testing.perfect_code(SIZES)
+    settings = FewLabelSettings(mode="fast", device="cpu", protocol="heldout")
+    a = compute_few_label(dataset(), mask, code, 0, settings)
+    # Destroy the labels of the training part only: heldout scores must not move.
+    moved = _relabel(mask, mask.train)
     assert compute_few_label(dataset(), moved, code, 0, settings) == a
+
+
+def test_dlib_protocol_fits_on_the_training_rows_and_scores_on_the_validation_rows():
+    """Labels destroyed on one part of the pool show which rows each dlib score uses: DCI's
+    importances (disentanglement, completeness) and training accuracy come from the training
+    rows only, its test accuracy and SAP from the validation rows, MIG from all of them."""
+    mask = _mask()
+    code = testing.perfect_code(SIZES)
+    settings = FewLabelSettings(mode="fast", device="cpu", protocol="dlib")
+    clean = compute_few_label(dataset(), mask, code, 0, settings)
+    bad_val = compute_few_label(dataset(), _relabel(mask, mask.validation), code, 0, settings)
+    bad_train = compute_few_label(dataset(), _relabel(mask, mask.train), code, 0, settings)
+    fitted_on_train = ("disentanglement", "completeness", "informativeness_train")
+    for key in fitted_on_train:
+        assert bad_val["val_dci"][key] == clean["val_dci"][key], key
+    assert clean["val_dci"]["informativeness_test"] > 0.9
+    assert bad_val["val_dci"]["informativeness_test"] < 0.4
+    assert (
+        clean["val_dci"]["disentanglement"] > 0.9 and bad_train["val_dci"]["disentanglement"] < 0.5
+    )
+    # SAP: a factor's score needs its classifier fitted on training rows and tested on
+    # validation rows; destroying either part removes it.
+    # (measured: 0.164 clean, 0.026 / 0.054 with the validation / training labels destroyed)
+    assert clean["val_sap"]["SAP_score"] > 0.12
+    assert bad_val["val_sap"]["SAP_score"] < 0.1 and bad_train["val_sap"]["SAP_score"] < 0.1
+    # MIG: all 400 points, so destroying either half lowers it, and the other half still counts
+    # (measured: 0.960 clean, 0.249 / 0.227 with either half destroyed; a random code 0.004).
+    assert clean["val_mig"]["discrete_mig"] > 0.9
+    for bad in (bad_val, bad_train):
+        assert 0.1 < bad["val_mig"]["discrete_mig"] < 0.5
+
+
+# Perfect vs random code (10 noise dimensions) on this file's grid, fast mode, the pool drawn
+# with supervision.seed = seed (validation_fraction 0.1) and the random code seeded with it:
+# val_mig and val_dci must separate by PER_SEED_MARGIN in every seed, val_sap (scored on only 10
+# held-out points at n = 100) by SAP_MEAN_MARGIN on average over the seeds.
+SEPARATION_SEEDS = (0, 1, 2, 3)
+SEPARATION_CASES = [("dlib", 100), ("dlib", 1000), ("heldout", 1000)]
+PER_SEED_MARGIN = 0.5
+SAP_MEAN_MARGIN = 0.05
+HEADLINES = {"val_mig": "discrete_mig", "val_dci": "disentanglement", "val_sap": "SAP_score"}
+
+
+def _pool(n: int, seed: int) -> SupervisionMask:
+    return build_mask(dataset(), SupervisionParams(seed=seed, n_labels=n))
+
+
+@pytest.mark.parametrize("protocol, n", SEPARATION_CASES)
+def test_few_label_protocol_tells_a_perfect_code_from_a_random_one(protocol, n):
+    """Margins from benchmarks/few_label_protocols.py --sizes 3 6 12 10 --seeds 20 (seeds 0-19;
+    perfect / random mean, smallest per-seed gap, seeds where perfect > random):
+
+    - dlib, n = 100: val_mig 0.803 / 0.018 (gap >= 0.751, 20/20), val_dci 0.995 / 0.024
+      (>= 0.954, 20/20), val_sap 0.194 / 0.071 (mean gap 0.123, >= -0.050, 18/20);
+    - dlib, n = 1000: val_mig 0.991 / 0.003 (>= 0.980), val_dci 1.000 / 0.004 (>= 0.995),
+      val_sap 0.160 / 0.016 (mean gap 0.144, >= 0.085, 20/20);
+    - heldout, n = 1000 (100 held-out labels): val_mig 0.808 / 0.019 (>= 0.754), val_dci
+      0.996 / 0.027 (>= 0.941), val_sap 0.222 / 0.074 (mean gap 0.148, >= -0.100, 19/20).
+
+    Seeds 0-3 here: smallest val_mig / val_dci gaps 0.78 / 0.97 (dlib 100), 0.98 / 0.99
+    (dlib 1000), 0.79 / 0.96 (heldout 1000); mean val_sap gaps 0.19, 0.14, 0.23. heldout at
+    n = 100 is refused (next test)."""
+    settings = FewLabelSettings(mode="fast", device="cpu", protocol=protocol)
+    gaps: dict[str, list[float]] = {name: [] for name in HEADLINES}
+    for seed in SEPARATION_SEEDS:
+        mask = _pool(n, seed)
+        perfect = compute_few_label(dataset(), mask, testing.perfect_code(SIZES), 0, settings)
+        rnd = testing.random_code(SIZES, dim=10, seed=seed)
+        random = compute_few_label(dataset(), mask, rnd, 0, settings)
+        for name, key in HEADLINES.items():
+            gaps[name].append(perfect[name][key] - random[name][key])
+    assert min(gaps["val_mig"]) > PER_SEED_MARGIN, gaps
+    assert min(gaps["val_dci"]) > PER_SEED_MARGIN, gaps
+    assert np.mean(gaps["val_sap"]) > SAP_MEAN_MARGIN, gaps
+
+
+def test_heldout_protocol_refuses_a_pool_too_small_to_select_on():
+    """heldout at n = 100 scores 10 held-out labels: refused, naming the counts and the fixes,
+    by compute_few_label, by evaluate_metrics before any other metric, and by the parameters
+    themselves before any stage runs; dlib is accepted on the same pool."""
+    mask = _pool(100, 0)
+    code = testing.perfect_code(SIZES)
+    heldout = FewLabelSettings(mode="fast", device="cpu", protocol="heldout")
+    with pytest.raises(ParamsError) as e:
+        compute_few_label(dataset(), mask, code, 0, heldout)
+    msg = str(e.value)
+    for part in ("10 held-out labels", "100-label pool", "at least 100", "supervision.n_labels"):
+        assert part in msg, msg
+    assert "validation_fraction" in msg and "eval.few_label_protocol = dlib" in msg
+    assert compute_few_label(
+        dataset(), mask, code, 0, dataclasses.replace(heldout, protocol="dlib")
+    )
+
+    calls = Recorder()
+    with pytest.raises(ParamsError, match="10 held-out labels"):
+        evaluate_metrics(
+            ["mig"],
+            dataset(),
+            calls,
+            0,
+            "fast",
+            0.05,
+            "cpu",
+            mask=mask,
+            few_label=True,
+            few_label_protocol="heldout",
+        )
+    assert calls.batches == []  # refused before the first metric encoded anything
+
+    with pytest.raises(ParamsError, match="10 held-out labels of the 100-label pool"):
+        load_params(None, ["eval.few_label_protocol=heldout", "supervision.n_labels=100"])
+    with pytest.raises(ParamsError, match="at least 100"):  # 0.01% of dSprites' 737,280 images
+        load_params(
+            None,
+            [
+                "eval.few_label_protocol=heldout",
+                "supervision.n_labels=null",
+                "supervision.label_fraction=0.0001",
+            ],
+        )
+    load_params(None, ["supervision.n_labels=100"])  # dlib: accepted
+    with pytest.raises(ParamsError, match="99 held-out labels of the 990-label pool"):
+        load_params(None, ["eval.few_label_protocol=heldout", "supervision.n_labels=990"])
+    load_params(None, ["eval.few_label_protocol=heldout", "supervision.n_labels=1000"])
+    # Few-label scores used nowhere (no eval.few_label, no val_* objective): nothing to refuse.
+    load_params(
+        None,
+        [
+            "eval.few_label_protocol=heldout",
+            "supervision.n_labels=100",
+            "eval.few_label=false",
+            "search.objectives=[recon]",
+            "search.directions=[minimize]",
+        ],
+    )
 
 
 @pytest.mark.parametrize("mode", ["reference", "fast"])
@@ -267,3 +440,32 @@ def test_fast_mode_on_cuda_agrees_with_cpu():
     for metric in CORE:
         for key, value in cpu[metric].items():
             assert gpu[metric][key] == pytest.approx(value, abs=0.02), (metric, key)
+
+
+def test_dlib_protocol_warns_about_scores_below_their_measured_minimum(caplog, monkeypatch):
+    """dlib is never refused (it is disentanglement_lib's protocol), but a score with fewer
+    points than it was measured to need (names.FEW_LABEL_MIN_POINTS) is logged once."""
+    from semidisent.metrics import few_label
+
+    monkeypatch.setattr(few_label, "_warned", set())
+    settings = FewLabelSettings(mode="fast", device="cpu", protocol="dlib")
+    code = testing.perfect_code(SIZES)
+    with caplog.at_level("WARNING", logger=few_label.__name__):
+        compute_few_label(dataset(), _pool(100, 0), code, 0, settings)  # 100 / 90 / 10 points
+        assert not caplog.records
+        compute_few_label(dataset(), _pool(50, 0), code, 0, settings)  # val_sap tested on 5
+        compute_few_label(dataset(), _pool(50, 0), code, 0, settings)  # ... said once
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "val_sap (few-label protocol dlib) uses only 5 labelled points"
+    ]
+
+
+def test_search_studies_do_not_mix_few_label_protocols():
+    """Trials scored under different protocols get different studies ({digest} in
+    search.study_name), and a named study refuses the other protocol (its identity differs)."""
+    from semidisent.search.study import identity_digest, study_identity
+
+    dlib = load_params(None, [])
+    heldout = load_params(None, ["eval.few_label_protocol=heldout"])
+    assert study_identity(dlib)["eval"]["few_label_protocol"] == "dlib"
+    assert identity_digest(dlib) != identity_digest(heldout)

@@ -7,6 +7,7 @@ cov 0.125, the annealer tables).
 
 from __future__ import annotations
 
+import copy
 import math
 import typing
 
@@ -30,6 +31,7 @@ from semidisent.objectives import (
     replace_latents,
     replacement_mask,
     replacement_term,
+    replacement_values,
     resolve_target,
 )
 from semidisent.objectives.schedule import SCHEDULE_CODES
@@ -201,9 +203,9 @@ def test_none_is_zero_but_keeps_the_graph():
 def test_targets_by_hand():
     labels = torch.tensor([[0, 3]])
     xent = build_supervised("xent", (2, 4))
-    # logit(0.25) = -log 3; logit(3.5 / 4) = log 7
+    # y = 0: logit(1 / (2k)) = logit(0.25) = -log 3; y = 3: logit(3 / 4) = log 3
     t = TARGETS["logit"](labels, xent)
-    assert t[0].tolist() == pytest.approx([-math.log(3.0), math.log(7.0)], rel=1e-5)
+    assert t[0].tolist() == pytest.approx([-math.log(3.0), math.log(3.0)], rel=1e-5)
     # Phi^-1(0.25) = -0.6744898, Phi^-1(0.875) = 1.1503494
     g = TARGETS["gaussian"](labels, xent)
     assert g[0].tolist() == pytest.approx([-0.6744898, 1.1503494], rel=1e-5)
@@ -214,8 +216,17 @@ def test_targets_by_hand():
     emb = build_supervised("embed", (2, 4))
     with torch.no_grad():
         emb.embeddings.copy_(torch.tensor([[5.0, 6.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]]))
+    # Extremes (5 of {5, 6}; 4 of {1, 2, 3, 4}): no finite minimiser, the embedding itself.
     e = TARGETS["embedding"](labels, emb)
     assert e.tolist() == [[5.0, 4.0]] and not e.requires_grad
+    # Equally spaced embeddings: by symmetry the middle value's minimiser is its embedding.
+    with torch.no_grad():
+        emb.embeddings.copy_(torch.tensor([[5.0, 6.0, 0.0, 0.0], [1.0, 2.0, 3.0, 0.0]]))
+    emb3 = build_supervised("embed", (2, 3))
+    with torch.no_grad():
+        emb3.embeddings.copy_(torch.tensor([[5.0, 6.0, 0.0], [1.0, 2.0, 3.0]]))
+    mid = TARGETS["embedding"](torch.tensor([[0, 1]]), emb3)
+    assert mid[0, 1].item() == pytest.approx(2.0, abs=1e-5)
     with pytest.raises(ValueError, match="needs the l2"):
         TARGETS["scaled"](labels, xent)
 
@@ -229,20 +240,78 @@ def test_auto_target_is_consistent_with_the_regulariser():
     assert resolve_target("gaussian", "xent") == "gaussian"
 
 
-def test_consistent_targets_minimise_their_regulariser():
-    """t(y) is where R_s's per-entry loss is smallest (xent: up to the half-bin shift)."""
-    labels = torch.tensor([[1, 2]])
-    obs = torch.ones(1, 2, dtype=torch.bool)
-    l2 = build_supervised("l2", (4, 4))
-    with torch.no_grad():
-        l2.scale.fill_(1.7)
-    t = TARGETS["scaled"](labels, l2)
-    assert l2(t, labels, obs).item() == pytest.approx(0.0, abs=1e-10)
-    emb = build_supervised("embed", (4, 4))
-    t = TARGETS["embedding"](labels, emb)
-    for j in range(2):  # the target's own class is the most likely one
-        logits = -(((t[0, j] - emb.embeddings[j, :4]) * emb.sigma) ** 2)
-        assert int(logits.argmax()) == int(labels[0, j])
+def _entry_slope(sup, mu: float, y: int) -> float:
+    """d R_s / d mu for one labelled entry (one factor), by autograd through the module (pass
+    a float64 copy: its parameters then promote the arithmetic to float64)."""
+    m = torch.tensor([[mu]], dtype=torch.float64, requires_grad=True)
+    loss = sup(m, torch.tensor([[y]]), torch.ones(1, 1, dtype=torch.bool))
+    (grad,) = torch.autograd.grad(loss, m)
+    return float(grad)
+
+
+def _numerical_argmin(sup, y: int, start: float) -> float | None:
+    """The minimiser of the per-entry loss as the root of its slope (brentq on a bracket grown
+    from ``start``), or None when the slope keeps one sign out to |mu| = 1e4 (no finite
+    minimiser). Each R_s here is convex in mu, so a sign change brackets the minimum. Where the
+    loss saturates (softmax or sigmoid at 0 / 1 in float64) the slope is zero up to float64
+    rounding (~1e-16): a slope within 1e-9 of zero is no evidence of a sign change."""
+    from scipy.optimize import brentq
+
+    floor = 1e-9
+    width = 1.0
+    while width <= 1e4:
+        lo, hi = start - width, start + width
+        if _entry_slope(sup, lo, y) < -floor and _entry_slope(sup, hi, y) > floor:
+            return brentq(lambda m: _entry_slope(sup, m, y), lo, hi, xtol=1e-7)
+        width *= 2.0
+    return None
+
+
+@pytest.mark.parametrize("k", [3, 5, 6, 40])
+@pytest.mark.parametrize("loss_name", ["xent", "l2", "embed"])
+def test_consistent_targets_are_the_minimisers_of_their_regulariser(loss_name, k):
+    """t(y) = argmin_mu R_s(mu, y) within 1e-3 wherever that minimiser is finite, and the
+    documented finite value where it is not (xent at y = 0, embed at its extreme embeddings).
+    cov and none have no per-label minimiser (cov penalises only cross-covariances, none is 0):
+    their gaussian target is a convention, checked by hand above."""
+    torch.manual_seed(k)
+    sup = build_supervised(loss_name, (k,))
+    if loss_name == "l2":
+        with torch.no_grad():
+            sup.scale.fill_(-0.6 if k % 2 else 1.7)
+    if loss_name == "embed":
+        with torch.no_grad():
+            sup.sigma.fill_(3.0 if k == 40 else 1.0)
+    target = TARGETS[resolve_target("auto", loss_name)]
+    labels = torch.arange(k)[:, None]
+    t = target(labels, sup)[:, 0].tolist()
+    sup64 = copy.deepcopy(sup).double()
+    for y in range(k):
+        found = _numerical_argmin(sup64, y, t[y])
+        if found is not None:
+            assert t[y] == pytest.approx(found, abs=1e-3), (y, t[y], found)
+            continue
+        # No finite minimiser: the loss still decreases beyond the target.
+        slope = _entry_slope(sup64, t[y], y)
+        if loss_name == "xent":
+            assert y == 0 and t[y] == pytest.approx(math.log(1.0 / (2 * k - 1)), rel=1e-5)
+            assert slope > 0  # decreasing towards -inf
+        else:
+            assert loss_name == "embed"
+            e = sup.embeddings.detach()[0, :k]
+            assert float(e[y]) in (float(e.min()), float(e.max()))
+            assert t[y] == pytest.approx(float(e[y]))
+            assert slope != 0.0
+
+
+def test_targets_order_the_labels_and_the_middle_shape_is_not_on_a_boundary():
+    """The regression the xent target fixed: for shape (k = 3) the old target put the middle
+    shape at logit(1/2) = 0, the boundary between the clusters R_s makes (logit(1/3) = -0.69 and
+    logit(2/3) = 0.69 for labels 1 and 2)."""
+    xent = build_supervised("xent", (3,))
+    t = TARGETS["logit"](torch.tensor([[0], [1], [2]]), xent)[:, 0].tolist()
+    assert t == pytest.approx([math.log(1 / 5), math.log(1 / 2), math.log(2.0)], rel=1e-5)
+    assert t[0] < t[1] < t[2]
 
 
 def test_registries_are_keyed_by_the_params_yaml_names():
@@ -310,6 +379,22 @@ def test_replacement_term_by_hand():
     expected = ((10 + 2 * 5) + (30 + 2 * 9)) / 3
     assert replacement_term(recon, kl, mask, 2.0).item() == pytest.approx(expected)
     assert replacement_term(recon, kl, torch.zeros(3, 2, dtype=torch.bool), 2.0).item() == 0.0
+    # "all": example 1 is decoded too, from its own code, with the KL of every dim.
+    every = ((10 + 2 * 5) + (20 + 2 * 15) + (30 + 2 * 9)) / 3
+    assert replacement_term(recon, kl, mask, 2.0, "all").item() == pytest.approx(every)
+    with pytest.raises(ValueError, match="labelled_recon"):
+        replacement_term(recon, kl, mask, 2.0, "some")
+
+
+def test_replacement_values_with_posterior_noise_by_hand():
+    targets = torch.tensor([[1.0, -1.0]], requires_grad=True)
+    mean = torch.tensor([[0.5, 0.2, 9.0]], requires_grad=True)
+    z = mean + torch.tensor([[0.25, -0.5, 1.0]])  # z - mu: the posterior noise
+    assert replacement_values(targets, mean, z, "none").tolist() == [[1.0, -1.0]]
+    noisy = replacement_values(targets, mean, z, "posterior")
+    assert noisy[0].tolist() == pytest.approx([1.25, -1.5]) and not noisy.requires_grad
+    with pytest.raises(ValueError, match="replacement noise"):
+        replacement_values(targets, mean, z, "prior")
 
 
 # ------------------------------------------------------------------------------ the objective
@@ -329,12 +414,22 @@ def _tiny_batch(seed: int = 0, bl: int = 3, f: int = 2, lat: int = 4):
     return x_u, x_l, y, obs, eps_u, eps_l, u
 
 
-def _model(loss: str = "xent", decode_labelled: bool = True, unit: str = "example"):
+def _model(
+    loss: str = "xent",
+    decode_labelled: bool = True,
+    unit: str = "example",
+    labelled_recon: str = "replaced",
+    labelled_weight: float = 1.0,
+    noise: str = "none",
+):
     torch.manual_seed(0)
     cfg = ObjectiveConfig(
         label_sizes=(3, 3),
         supervised_loss=loss,
         replacement_unit=unit,
+        labelled_recon=labelled_recon,
+        labelled_weight=labelled_weight,
+        replacement_noise=noise,
         decode_labelled=decode_labelled,
     )
     return SemiSupervisedVAE(VAE(VAEConfig(num_latent=4)), cfg)
@@ -381,7 +476,8 @@ def test_rate_one_adds_the_reconstruction_of_replaced_labelled_points():
     vae = model.vae
     mean_l, log_var_l = vae.encode(x_l)
     z = mean_l + torch.exp(0.5 * log_var_l) * eps_l
-    t = torch.logit((y.clamp(min=0) + 0.5) / 3.0)
+    yc = y.clamp(min=0).float()
+    t = torch.logit(torch.where(yc > 0, yc, 0.5) / 3.0)  # xent's minimiser; y = 0: 1 / (2k)
     z = torch.cat([torch.where(obs, t, z[:, :2]), z[:, 2:]], 1)  # p = 1: every observed entry
     recon = binary_cross_entropy_with_logits(vae.decode(z), x_l, reduction="none").sum((1, 2, 3))
     kl = 0.5 * (mean_l**2 + log_var_l.exp() - log_var_l - 1)
@@ -392,13 +488,52 @@ def test_rate_one_adds_the_reconstruction_of_replaced_labelled_points():
     assert stats[5].item() == pytest.approx(1.0)  # all observed entries replaced
 
 
-def test_replaced_dims_get_no_encoder_gradient_from_the_replacement_term():
-    """With gamma = 0 and every entry replaced, the labelled mean/log-variance of the
-    supervised dims receive no gradient at all; the other dims do."""
-    model = _model("xent")
-    x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch(seed=2)
+@pytest.mark.parametrize("loss_name", ["xent", "embed"])
+def test_labelled_recon_all_at_rate_zero_adds_the_plain_elbo_of_the_labelled_batch(loss_name):
+    """(all, p = 0): section 4 plus lambda * (recon + beta KL of every dim) of each x_l, from its
+    own sampled code, written out independently."""
+    weight = 0.3
+    model = _model(loss_name, labelled_recon="all", labelled_weight=weight)
+    x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch(seed=3)
+    beta, gamma, zero = torch.tensor(4.0), torch.tensor(0.7), torch.tensor(0.0)
+    loss, stats = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
+    base, _ = _model(loss_name)(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
+
+    vae = model.vae
+    mean_l, log_var_l = vae.encode(x_l)
+    logits = vae.decode(mean_l + torch.exp(0.5 * log_var_l) * eps_l)
+    recon = binary_cross_entropy_with_logits(logits, x_l, reduction="none").sum((1, 2, 3))
+    kl = 0.5 * (mean_l**2 + log_var_l.exp() - log_var_l - 1).sum(1)
+    elbo = weight * (recon + beta * kl).mean()
+    assert stats[4].item() == pytest.approx(elbo.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((base + elbo).item(), rel=1e-5)
+    assert stats[5].item() == 0.0  # nothing replaced
+
+
+def test_labelled_recon_modes_agree_when_every_example_is_replaced():
+    """At p = 1 with unit example every example with an observed label is replaced, so
+    "replaced" and "all" decode the same examples; labelled_weight scales the term."""
+    batch = _tiny_batch(seed=4)
+    args = (*batch, torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0))
+    replaced = _model("xent")(*args)[1]
+    every = _model("xent", labelled_recon="all")(*args)[1]
+    half = _model("xent", labelled_recon="all", labelled_weight=0.5)(*args)[1]
+    assert every[4].item() == pytest.approx(replaced[4].item(), rel=1e-6)
+    assert half[4].item() == pytest.approx(0.5 * every[4].item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("noise", ["none", "posterior"])
+@pytest.mark.parametrize("labelled_recon", ["replaced", "all"])
+@pytest.mark.parametrize(("unit", "rate"), [("example", 1.0), ("entry", 0.5)])
+def test_no_encoder_gradient_through_a_replaced_entry(noise, labelled_recon, unit, rate):
+    """With gamma = 0 (no R_s), the labelled mean / log-variance of every replaced entry get
+    exactly zero gradient in every mode; the unsupervised dims of decoded examples do get one."""
+    model = _model("xent", unit=unit, labelled_recon=labelled_recon, noise=noise)
+    x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch(seed=2, bl=6)
     obs = torch.ones_like(obs)
     y = y.clamp(min=0)
+    mask = replacement_mask(u, obs, rate, unit)
+    assert mask.any() and (unit == "example" or not mask.all())
     captured = {}
 
     def hook(module, inputs, output):
@@ -408,10 +543,13 @@ def test_replaced_dims_get_no_encoder_gradient_from_the_replacement_term():
                 captured[name] = t
 
     handle = model.vae.encoder.register_forward_hook(hook)
-    loss, _ = model(x_u, x_l, y, obs, eps_u, eps_l, u, 4.0, torch.tensor(0.0), torch.tensor(1.0))
+    loss, _ = model(x_u, x_l, y, obs, eps_u, eps_l, u, 4.0, torch.tensor(0.0), torch.tensor(rate))
     handle.remove()
     loss.backward()
+    decoded = mask.any(1) if labelled_recon == "replaced" else torch.ones(6, dtype=torch.bool)
     for name in ("mean", "log_var"):
         grad = captured[name].grad
-        assert not grad[:, :2].any(), name
-        assert grad[:, 2:].abs().sum() > 0, name
+        assert not grad[:, :2][mask].any(), name
+        assert grad[decoded, 2:].abs().sum() > 0, name
+        if labelled_recon == "all":  # a non-replaced supervised entry is inferred and decoded
+            assert (grad[:, :2][~mask] != 0).all(), name

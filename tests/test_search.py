@@ -130,7 +130,7 @@ def test_tiny_study_on_sqlite_with_nested_mlflow_runs(
     assert (out / "trials.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "best_model.pt").exists()
 
-    # -- honest objective: the told value is val_mig of the saved model on the held-out labels
+    # -- honest objective: the told value is val_mig of the saved model on the labelled pool
     from semidisent.artifacts.prepared import load_prepared
 
     prep = load_prepared(prepared, params)
@@ -138,7 +138,7 @@ def test_tiny_study_on_sqlite_with_nested_mlflow_runs(
     assert meta["train"]["steps"] == 40 and meta["train"]["beta"] == best["train"]["beta"]
     scores = compute_few_label(prep.dataset, prep.mask, vae_representation(model, "cpu"), 0)
     assert scores["val_mig"]["discrete_mig"] == pytest.approx(best["values"][0], abs=1e-6)
-    assert scores["val_mig"]["num_labels"] == 20  # the held-out 20% of the 100-label pool
+    assert scores["val_mig"]["num_labels"] == 100  # dlib's protocol: the whole 100-label pool
 
     # -- MLflow: one parent run, one nested child per trial with params, curves, metrics, pictures
     client = MlflowClient(mlflow_server)
@@ -190,6 +190,7 @@ def test_hyperband_prunes_inside_batches(search_prepared, tmp_path, one_thread):
             *data_overrides,
             *TINY,
             "search.pruner=hyperband",
+            "search.baseline_trials=0",  # p = 0 baseline trials are never pruned
             # one report before the end: one bracket, one rung (step 20), two trainer calls
             "search.reports=2",
             "search.gt_metrics=[]",
@@ -241,6 +242,52 @@ def test_multi_objective_study(search_prepared, tmp_path, one_thread):
     assert best["directions"] == ["maximize", "minimize"]
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert {"val_mig", "recon", "gt_mig"} <= set(rows[0])
+
+
+@pytest.mark.integration
+def test_every_search_runs_the_p0_baseline_and_reports_it(
+    search_prepared, tmp_path, one_thread, capsys
+):
+    """The study's first trial is the p = 0 baseline (Locatello et al. alone); the summary, the
+    CLI line and the picture report the best p = 0 trial beside the best; a resumed study with a
+    larger budget does not schedule the baseline again."""
+    from semidisent import cli
+    from semidisent.search.study import study_name
+
+    prepared, data_overrides = search_prepared
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    over = [*data_overrides, *TINY, "search.steps=10", "search.reports=1", "search.n_trials=2"]
+    over += ["search.baseline_trials=1", "search.trials_per_batch=2", "search.pruner=none"]
+    over += [f"search.storage={storage}", "tracking.enabled=false"]
+    out = tmp_path / "search"
+
+    def search(*extra: str) -> str:
+        argv = ["search", "--params", str(ROOT / "params.yaml")]
+        argv += [x for o in [*over, *extra] for x in ("-S", o)]
+        assert cli.main([*argv, "--prepared", str(prepared), "--out", str(out), "-q"]) == 0
+        return capsys.readouterr().out
+
+    printed = search()
+    name = study_name(load_params(ROOT / "params.yaml", over))
+    trials = _trials(storage, name)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params["replacement_rate"] == 0.0 and trials[0].user_attrs["baseline"]
+    summary = json.loads((out / "search_summary.json").read_text())
+    base = summary["baseline"]
+    zero = [t for t in trials if t.params["replacement_rate"] == 0.0]
+    best_zero = max(zero, key=lambda t: (t.values[0], -t.number))
+    assert base["trial"] == best_zero.number and base["val_mig"] == best_zero.values[0]
+    assert base["gt"]["mig"] == best_zero.user_attrs["gt"]["mig"]  # logged, never selected on
+    assert base["best_minus_baseline"]["val_mig"] == pytest.approx(
+        summary["best"]["val_mig"] - base["val_mig"]
+    )
+    assert f"best trial {summary['best']['trial']}: val_mig" in printed
+    assert f"best p = 0 (baseline) trial {best_zero.number}: val_mig" in printed
+    assert (out / "trials.png").read_bytes()[:4] == b"\x89PNG"
+
+    search("search.n_trials=3", "search.gt_metrics=[]")  # resumed: one new, sampled trial
+    trials = _trials(storage, name)
+    assert len(trials) == 3 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
 
 
 def _cli(

@@ -43,6 +43,10 @@ from semidisent.errors import ParamsError
         ("search.gt_metrics=[accuracy]", "search.gt_metrics", "metric names among"),
         ("search.reports=5000", "search.reports = 5000", "at most steps"),
         ("search.study_name=''", "search.study_name", "non-empty"),
+        # the p = 0 baseline must be a value of a searched replacement rate
+        ("search.space.replacement_rate={low: 0.25, high: 1}", "replacement_rate", "low: 0"),
+        ("search.space.replacement_rate={choices: [0.5, 1]}", "baseline_trials = 2", "with 0"),
+        ("search.baseline_trials=-1", "search.baseline_trials = -1", ">= 0"),
     ],
 )
 def test_bad_search_parameters_are_refused_at_load(override, key, allowed):
@@ -189,6 +193,8 @@ def test_study_made_with_other_parameters_is_refused(tmp_path):
     q1, q2 = _study_params(tmp_path), _study_params(tmp_path, "search.steps=2000")
     assert study_name(q1) != study_name(q2) and study_name(q1).startswith("semidisent-")
     assert study_name(q1) == study_name(_study_params(tmp_path, "search.n_trials=99"))
+    # the baseline count schedules trials, it does not change what they are: the same study
+    assert study_name(q1) == study_name(_study_params(tmp_path, "search.baseline_trials=5"))
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -340,3 +346,220 @@ def test_trials_per_batch_defaults_to_the_device():
     assert trials_per_batch(load_params(None, ["search.trials_per_batch=5"])) == 5
     with pytest.raises(ParamsError, match=r"search\.trials_per_batch"):
         load_params(None, ["search.trials_per_batch=0"])
+
+
+# ------------------------------------------------------------------------------ baseline (p = 0)
+
+
+def test_default_space_includes_the_p0_baseline():
+    from semidisent.config.schema import SearchParams
+    from semidisent.search.space import parse_space
+
+    default, yaml = SearchParams(), load_params(ROOT / "params.yaml", []).search
+    assert parse_space(yaml.space) == parse_space(default.space)  # params.yaml agrees
+    assert yaml.baseline_trials == default.baseline_trials >= 1
+    rate = {d.name: d for d in parse_space(default.space)}["replacement_rate"]
+    assert rate.grid_values()[0] == 0.0 and rate.grid_values()[-1] == 1.0
+
+
+def _ask_all(params, study, n: int, seed: int) -> list:
+    from semidisent.search.space import parse_space
+    from semidisent.search.study import distributions, make_sampler
+
+    dims = parse_space(params.search.space, params.search.sampler)
+    study.sampler = make_sampler(params.search, dims, seed)
+    trials = [study.ask(distributions(dims)) for _ in range(n)]
+    for t in trials:
+        study.tell(t, float(t.params["beta"]))
+    return trials
+
+
+GRID_SPACE = (
+    "search.space={beta: {choices: [1.0, 4.0]}, replacement_rate: {low: 0, high: 1, step: 0.5}}"
+)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_every_sampler_runs_the_baseline_first_once_per_study(tmp_path, sampler):
+    """The first baseline_trials trials have p = 0 (other keys sampled), values stay in the
+    stepped space, and a resumed study (another worker seed) gets no further baseline."""
+    from semidisent.search.study import open_storage, open_study
+    from semidisent.stages.search import init_study
+
+    extra = [f"search.sampler={sampler}", "tracking.enabled=false"]
+    extra += [GRID_SPACE] if sampler == "grid" else []
+    params = _study_params(tmp_path, *extra)
+    init_study(params)
+    study = open_study(params, open_storage(params.search))
+    first = _ask_all(params, study, 3, seed=0)
+    assert [t.params["replacement_rate"] for t in first[:2]] == [0.0, 0.0]
+    assert len({t.params["beta"] for t in first[:2]}) == 2  # the other keys are sampled
+    init_study(params)  # resumed (or another worker joining): nothing more is scheduled
+    study = open_study(params, open_storage(params.search))
+    _ask_all(params, study, 3, seed=12345)
+    trials = study.get_trials()
+    rates = [t.params["replacement_rate"] for t in trials]
+    assert all(r in (0.0, 0.25, 0.5, 0.75, 1.0) for r in rates)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 2
+    assert all(t.params["replacement_rate"] == 0.0 for t in trials if t.user_attrs.get("baseline"))
+    if sampler == "grid":  # 6 points, 6 trials: each once, across two worker seeds
+        assert len({(t.params["beta"], t.params["replacement_rate"]) for t in trials}) == 6
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_baseline_is_scheduled_once_by_workers_starting_together(tmp_path):
+    import threading
+
+    import optuna
+
+    from semidisent.search.study import open_storage, open_study
+    from semidisent.stages.search import init_study
+
+    params = _study_params(tmp_path, "tracking.enabled=false", "search.baseline_trials=3")
+    study = open_study(params, open_storage(params.search))
+    barrier, errors = threading.Barrier(4), []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            init_study(params)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    asked = _ask_all(params, study, len(study.get_trials()), seed=0)
+    baseline = [t.number for t in asked if t.user_attrs.get("baseline")]
+    assert len(baseline) == 3 and all(asked[n].params["replacement_rate"] == 0 for n in baseline)
+    # whatever a racing worker enqueued beyond that is an ordinary, sampled trial
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials())
+
+
+def test_baseline_capped_by_budget_and_ignored_without_a_searched_rate(tmp_path, caplog):
+    from semidisent.search.study import open_storage, open_study
+    from semidisent.stages.search import init_study
+
+    params = _study_params(tmp_path, "tracking.enabled=false", "search.n_trials=1")
+    init_study(params)
+    study = open_study(params, open_storage(params.search))
+    assert len(study.get_trials()) == 1  # at most search.n_trials: nothing left waiting
+    fixed = _study_params(
+        tmp_path, "tracking.enabled=false", "search.space={beta: {low: 1, high: 4}}"
+    )
+    with caplog.at_level("WARNING"):
+        init_study(fixed)
+    assert "search.baseline_trials = 2 is ignored" in caplog.text
+    assert "train.replacement_rate = 0.5" in caplog.text
+    assert open_study(fixed, open_storage(fixed.search)).get_trials() == []
+
+
+def test_summary_reports_the_best_p0_trial_beside_the_best(tmp_path):
+    import dataclasses as dc
+
+    from semidisent.search import results
+
+    trials = [
+        _frozen(0, "COMPLETE", [0.20], {"beta": 2.0, "replacement_rate": 0.0}, {"mig": 0.10}),
+        _frozen(1, "COMPLETE", [0.25], {"beta": 8.0, "replacement_rate": 0.0}, {"mig": 0.30}),
+        _frozen(2, "COMPLETE", [0.50], {"beta": 4.0, "replacement_rate": 0.5}, {"mig": 0.40}),
+        _frozen(3, "PRUNED", [0.90], {"beta": 1.0, "replacement_rate": 0.0}, inter={250: 0.9}),
+    ]
+    view = _view()
+    s = results.summary(trials, view, {"complete": 3, "pruned": 1})
+    base = s["baseline"]
+    assert s["best"]["trial"] == 2
+    assert base["trial"] == 1 and base["val_mig"] == 0.25 and base["gt"] == {"mig": 0.30}
+    assert base["params"] == {"beta": 8.0, "replacement_rate": 0.0}
+    assert base["trials"] == 3 and base["complete"] == 2  # the pruned one never ranks
+    assert base["best_minus_baseline"]["val_mig"] == pytest.approx(0.25)
+    assert base["best_minus_baseline"]["gt"]["mig"] == pytest.approx(0.10)
+    assert "note" not in base
+    png = results.plot_trials(tmp_path / "t.png", trials, view)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    # p = 0 trials that did not complete: said plainly
+    s = results.summary(trials[2:], view, {})
+    assert s["baseline"]["trial"] is None
+    assert s["baseline"]["note"].startswith("no p = 0 trial completed (1 p = 0 trial(s): PRUNED")
+    assert results.summary([], view, {})["baseline"]["note"] == "no p = 0 trial completed"
+    # the rate not searched: the fixed value is every trial's
+    import optuna
+
+    only_beta = optuna.trial.create_trial(
+        value=0.3,
+        params={"beta": 2.0},
+        distributions={"beta": optuna.distributions.FloatDistribution(1, 16, log=True)},
+    )
+    only_beta.number = 0
+    fixed = dc.replace(view, space=("beta",))
+    s = results.summary([only_beta], fixed, {})
+    assert s["baseline"]["trial"] is None and "not searched" in s["baseline"]["note"]
+    assert "train.replacement_rate = 0.5" in s["baseline"]["note"]
+    zero = dc.replace(fixed, fixed={"beta": 4.0, "replacement_rate": 0.0})
+    s = results.summary([only_beta], zero, {})
+    assert s["baseline"]["trial"] == 0 and s["baseline"]["best_minus_baseline"]["val_mig"] == 0
+    results.plot_trials(tmp_path / "fixed.png", [only_beta], fixed)
+
+
+# ------------------------------------------------------------------------------ gamma_threshold
+
+
+@pytest.mark.parametrize(
+    ("schedule", "threshold", "ok"),
+    [("ramp", 899, True), ("ramp", 900, False), ("switch", 898, True), ("switch", 899, False)],
+)
+def test_gamma_threshold_must_fit_train_steps(schedule, threshold, ok):
+    over = ["train.steps=900", f"train.gamma_schedule={schedule}"]
+    over.append(f"train.gamma_threshold={threshold}")
+    if ok:
+        assert load_params(ROOT / "params.yaml", over).train.gamma_threshold == threshold
+        return
+    with pytest.raises(ParamsError) as e:
+        load_params(ROOT / "params.yaml", over)
+    msg = str(e.value)
+    assert f"train.gamma_threshold = {threshold}" in msg
+    assert f"train.gamma_schedule = {schedule}" in msg and "train.steps = 900" in msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["train.gamma_schedule=switch", "train.gamma_threshold=250000"],
+         "train.gamma_threshold = 250000"),
+        (["train.gamma_schedule=ramp", "train.gamma_threshold=50",
+          "search.space.gamma_threshold={low: 100, high: 300}"],
+         "search.space.gamma_threshold.high (train.gamma_threshold) = 300"),
+        (["train.gamma_threshold=299", "search.space.gamma_schedule={choices: [fixed, switch]}"],
+         "train.gamma_threshold = 299"),
+    ],
+)  # fmt: skip
+def test_search_refuses_a_gamma_threshold_no_trial_reaches(tmp_path, overrides, named):
+    """Checked before the data, the storage or any trial; `semidisent train` is not stopped."""
+    from semidisent.stages.search import init_study, run_search
+
+    base = ["train.steps=300000", "search.steps=300", "tracking.enabled=false"]
+    params = _study_params(tmp_path, *base, *overrides)  # loads: train.steps fits
+    for call in (
+        lambda: run_search(params, tmp_path / "missing", tmp_path / "out"),
+        lambda: init_study(params),
+    ):
+        with pytest.raises(ParamsError) as e:
+            call()
+        msg = str(e.value)
+        assert named in msg and "train.gamma_schedule" in msg and "search.steps = 300" in msg
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_trial_configs_are_checked_with_the_steps_they_run():
+    from semidisent.search.objective import trial_train_params
+
+    over = ["train.gamma_schedule=ramp", "train.gamma_threshold=250", "search.steps=300"]
+    params = load_params(ROOT / "params.yaml", over)
+    assert trial_train_params(params, {"gamma_threshold": 299}).steps == 300
+    with pytest.raises(ParamsError, match=r"train\.gamma_threshold = 300.*train\.steps = 300"):
+        trial_train_params(params, {"gamma_threshold": 300})  # a trial's steps: search.steps

@@ -113,9 +113,16 @@ def cmd_search(args: argparse.Namespace) -> int:
             for k, v in result.best_train.items()
         )
         best = f"best trial {result.best_trial}: {values} ({keys})"
+    base = result.summary.get("baseline") or {}
+    if base.get("trial") is not None:
+        values = ", ".join(f"{n} {base[n]:.4g}" for n in result.objectives)
+        baseline = f"best p = 0 (baseline) trial {base['trial']}: {values}"
+    else:
+        baseline = base.get("note", "no p = 0 trial completed")
     print(
         f"study {result.study}: ran {len(result.trials_run)} trial(s); {c['complete']} complete, "
-        f"{c['pruned']} pruned, {c['failed']} failed in all; {best} -> {args.out}/best_params.json"
+        f"{c['pruned']} pruned, {c['failed']} failed in all; {best}; {baseline} "
+        f"-> {args.out}/best_params.json, search_summary.json"
     )
     return 0
 

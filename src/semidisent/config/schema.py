@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..data.catalog import CATALOG, dataset_info
-from ..metrics.names import METRIC_NAMES
+from ..errors import ParamsError
+from ..metrics.names import FEW_LABEL_NAMES, METRIC_NAMES
 from .validation import (
     all_of,
     bad_value,
@@ -123,6 +124,18 @@ class TrainParams:
     gamma_threshold: int = field(default=0, metadata=check(non_negative))
     replacement_rate: float = field(default=0.5, metadata=check(between(0, 1)))
     replacement_unit: Literal["example", "entry"] = "example"
+    # Which labelled examples are reconstructed (docs/training.md "Label replacement"):
+    # "replaced" (default: p = 0 is then exactly Locatello et al.'s objective, the published
+    # baseline) decodes only examples with a replaced entry, so p also sets how much x_l is
+    # reconstructed; "all" decodes every labelled example each step (replaced with probability
+    # p, else from its own code), so (all, p = 0) vs (all, p > 0) isolates replacement.
+    labelled_recon: Literal["replaced", "all"] = "replaced"
+    # Weight of the labelled reconstruction term (e.g. B_l / B * n_l / N to weigh a labelled
+    # image like an unlabelled one; 1 = as much per step as the whole unlabelled batch).
+    labelled_weight: float = field(default=1.0, metadata=check(non_negative))
+    # Noise on a replaced value: none, or the encoder's posterior noise exp(v / 2) * eps
+    # (detached), so that replaced and inferred codes reach the decoder with the same spread.
+    replacement_noise: Literal["none", "posterior"] = "none"
     # Target value t(y) of a replaced latent: "auto" is the one consistent with supervised_loss
     # (xent: logit, l2: scaled, cov / none: gaussian, embed: embedding; docs/training.md).
     replacement_target: Literal["auto", "logit", "gaussian", "scaled", "embedding"] = "auto"
@@ -143,6 +156,15 @@ class TrainParams:
                 self.gamma_threshold,
                 f"a number of steps > 0 with gamma_schedule = {self.gamma_schedule}",
             )
+        limit = gamma_threshold_limit(self.gamma_schedule, self.steps)
+        if limit is not None and self.gamma_threshold > limit:
+            raise bad_value(
+                f"{prefix}.gamma_threshold",
+                self.gamma_threshold,
+                f"a step < {limit + 1} with {prefix}.gamma_schedule = {self.gamma_schedule} and "
+                f"{prefix}.steps = {self.steps} ({GAMMA_REACHED[self.gamma_schedule]}; the last "
+                f"step is {self.steps - 1}: gamma_sup would never be fully on)",
+            )
         needs = {"scaled": "l2", "embedding": "embed"}.get(self.replacement_target)
         if needs is not None and self.supervised_loss != needs:
             raise bad_value(
@@ -151,6 +173,20 @@ class TrainParams:
                 f"auto, logit or gaussian with supervised_loss = {self.supervised_loss} "
                 f"({self.replacement_target} needs supervised_loss = {needs})",
             )
+
+
+# When a gamma_sup schedule reaches gamma_sup (objectives/schedule.py; steps are 0-based).
+GAMMA_REACHED = {
+    "ramp": "ramp reaches gamma_sup at step gamma_threshold",
+    "switch": "switch turns gamma_sup on at step gamma_threshold + 1",
+}
+
+
+def gamma_threshold_limit(schedule: str, steps: int) -> int | None:
+    """The largest train.gamma_threshold whose schedule reaches gamma_sup within ``steps``
+    training steps (steps 0 .. steps - 1): steps - 1 for ramp, steps - 2 for switch; None for
+    fixed (no threshold)."""
+    return {"ramp": steps - 1, "switch": steps - 2}.get(schedule)
 
 
 CORE_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
@@ -165,8 +201,15 @@ class EvalParams:
     seed: int = 0
     # Multiplies the study sample sizes (1.0 = disentanglement_lib's defaults).
     sample_scale: float = field(default=1.0, metadata=check(between(0, 1, lo_open=True)))
-    # Also compute MIG / DCI / SAP on the held-out labelled pool (few-label model selection).
+    # Also compute MIG / DCI / SAP on the labelled pool (few-label model selection).
     few_label: bool = True
+    # Which pool rows the few-label scores (val_mig / val_dci / val_sap, and the search's val_*
+    # objectives) use (metrics/few_label.py, docs/metrics.md). dlib: disentanglement_lib's
+    # protocol: val_mig on all n labelled points, val_dci / val_sap fitted on the rows training
+    # saw and scored on the held-out ones. heldout: every score on the held-out rows only
+    # (stricter, not dlib's); refused below 100 held-out labels, too few to tell a perfect code
+    # from a random one (measured: docs/metrics.md; metrics/few_label.py HELDOUT_MIN_LABELS).
+    few_label_protocol: Literal["dlib", "heldout"] = "dlib"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Images per encoder call (the representation function's device batch).
     batch_size: int = field(default=1024, metadata=check(positive))
@@ -202,6 +245,11 @@ class SearchParams:
     pruner: Literal["none", "median", "hyperband"] = "median"
     # The study's budget; `semidisent search --n-trials N` makes N this worker's own budget.
     n_trials: int = field(default=8, metadata=check(non_negative))
+    # Trials with replacement_rate = 0 (the semi-supervised baseline of Locatello et al., no label
+    # replacement; the other searched keys sampled as usual) that every study runs first, at most
+    # n_trials; enqueued once per study (a resumed or shared study is not given more). Ignored,
+    # with a note in the summary, when replacement_rate is not searched. 0: no baseline.
+    baseline_trials: int = field(default=2, metadata=check(non_negative))
     timeout_s: float | None = field(default=None, metadata=check(positive))
     # Trials trained together as one batched model (asked together, told together).
     # null: 8 on CUDA, 1 on a CPU (whose compute-bound step gets slower when batched:
@@ -230,7 +278,8 @@ class SearchParams:
     space: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "beta": {"low": 1.0, "high": 16.0, "log": True},
-            "replacement_rate": {"low": 0.0, "high": 1.0},
+            # Stepped, so that p = 0 (the baseline) and p = 1 are values the sampler can draw.
+            "replacement_rate": {"low": 0.0, "high": 1.0, "step": 0.25},
             "gamma_sup": {"low": 0.1, "high": 10.0, "log": True},
         }
     )
@@ -247,6 +296,10 @@ class SearchParams:
         from ..search.space import check_objectives
 
         check_objectives(self.objectives, self.pruner, prefix)
+        if self.baseline_trials:
+            from ..search.space import check_baseline_space
+
+            check_baseline_space(self.space, self.sampler, self.baseline_trials, prefix)
         for name in self.gt_metrics:
             if name not in METRIC_NAMES:
                 raise bad_value(
@@ -327,9 +380,30 @@ class Params:
                 raise bad_value(
                     f"eval.{key}", list(names), "metric names among " + ", ".join(METRIC_NAMES)
                 )
+        self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
         parse_space(self.search.space, self.search.sampler)
+
+    def _check_few_label_pool(self, dataset_size: int | None) -> None:
+        """Refuse eval.few_label_protocol = heldout on a held-out pool too small to select models
+        (metrics/few_label.py), before any training: when the few-label scores are used (the
+        evaluate stage's eval.few_label or a val_* search objective) and the pool size is known
+        here (n_labels, or label_fraction of a dataset of known size; otherwise the stages check
+        the drawn mask)."""
+        if self.eval.few_label_protocol != "heldout":
+            return
+        if not self.eval.few_label and not set(self.search.objectives) & set(FEW_LABEL_NAMES):
+            return
+        if self.supervision.n_labels is None and dataset_size is None:
+            return
+        from ..metrics.few_label import heldout_refusal
+
+        n = self.n_labels_for(dataset_size or 0)
+        n_val = validation_count(n, self.supervision.validation_fraction)
+        why = heldout_refusal(n_val, n) if n_val else None
+        if why:
+            raise ParamsError(why)
 
     def n_labels_for(self, dataset_size: int) -> int:
         sup = self.supervision

@@ -29,6 +29,7 @@ TINY_OVERRIDES = (
     "train.checkpoint_every=60",
     "train.device=cpu",
     "search.n_trials=2",
+    "search.baseline_trials=1",  # one p = 0 baseline, one sampled trial
     "search.trials_per_batch=1",
     "search.steps=20",
     "search.reports=1",

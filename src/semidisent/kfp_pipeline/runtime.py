@@ -255,6 +255,13 @@ def search_html(study_dir: str | Path) -> str:
     rows += [(f"best {k}", f"{v:.4g}") for k, v in numbers(best.get("train") or {}).items()]
     values = dict(zip(best.get("objectives") or [], best.get("values") or [], strict=False))
     rows += [(k, f"{v:.4g}") for k, v in numbers(values).items()]
+    base = summary.get("baseline") or {}  # the best p = 0 trial (no label replacement)
+    if base.get("trial") is not None:
+        rows.append(("best p = 0 (baseline) trial", str(base["trial"])))
+        scores = {k: base[k] for k in best.get("objectives") or [] if k in base}
+        rows += [(f"p = 0 {k}", f"{v:.4g}") for k, v in numbers(scores).items()]
+    else:
+        rows.append(("best p = 0 (baseline) trial", str(base.get("note", "none"))))
     rows += [(f"trials {k}", str(v)) for k, v in (summary.get("trials") or {}).items()]
     table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     img = ""

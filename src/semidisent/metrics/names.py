@@ -15,8 +15,19 @@ METRIC_NAMES = (
     "downstream",
 )
 
-# Few-label model selection (eval.few_label): computed on the held-out labelled pool.
+# Few-label model selection (eval.few_label): computed on the labelled pool.
 FEW_LABEL_NAMES = ("val_mig", "val_dci", "val_sap")
+# eval.few_label_protocol (metrics/few_label.py): dlib = disentanglement_lib's protocol (val_mig on
+# the whole pool, val_dci / val_sap fitted on the training rows, scored on the validation rows);
+# heldout = every score on the validation rows only.
+FEW_LABEL_PROTOCOLS = ("dlib", "heldout")
+# The fewest labelled points each score needs to rank a perfect code above a random one in
+# (nearly) every labelled pool: val_mig scored on 20 points, val_dci fitted on 18 (its headline
+# comes from the fitted importances), val_sap tested on 10. Measured with
+# benchmarks/few_label_protocols.py on two factor grids, docs/metrics.md "Few-label model
+# selection". The heldout protocol is refused below them (100 held-out labels: val_sap's 10%);
+# the dlib protocol warns.
+FEW_LABEL_MIN_POINTS = {"val_mig": 20, "val_dci": 18, "val_sap": 10}
 
 # The one score of each metric that summaries, reports and search objectives use
 # (metrics.json keeps every score; "summary" repeats these under the metric's name).

@@ -9,6 +9,7 @@ metrics: each dataset row is encoded at most once per evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from .beta_vae import BetaVAESettings, compute_beta_vae
 from .dci import DCISettings, compute_dci
 from .downstream import DownstreamSettings, compute_downstream
 from .factor_vae import FactorVAESettings, compute_factor_vae
-from .few_label import FEW_LABEL_METRICS, FewLabelSettings, compute_few_label
+from .few_label import FEW_LABEL_METRICS, FewLabelSettings, check_protocol, compute_few_label
 from .irs import IRSSettings, compute_irs
 from .mig import MIGSettings, compute_mig
 from .modularity import ModularitySettings, compute_modularity
@@ -145,11 +146,15 @@ def evaluate_metrics(
     on_metric: Callable[[str, dict[str, Any], float], None] | None = None,
     threads: int = 1,
     workers: int = 0,
+    few_label_protocol: str = "dlib",
 ) -> Evaluation:
     """Compute ``names`` (and, with ``few_label`` and a supervision ``mask``, val_mig / val_dci /
-    val_sap) for one representation. Returns scores, seconds and settings per metric."""
+    val_sap under ``few_label_protocol``, dlib | heldout: metrics/few_label.py) for one
+    representation. Returns scores, seconds and settings per metric."""
     mode = check_mode(mode)
     device = resolve_device(device)
+    if few_label and mask is not None:  # refuse before the other metrics take their minutes
+        check_protocol(mask, few_label_protocol)
     source: RepresentationFunction | CodeCache = representation
     cache = None
     if mode == "fast":
@@ -179,6 +184,7 @@ def evaluate_metrics(
             bar.update(1)
     if few_label and mask is not None:
         settings = metric_settings("val_mig", mode, device, 1.0, progress, threads, workers)
+        settings = dataclasses.replace(settings, protocol=few_label_protocol)
         t0 = time.perf_counter()
         few = compute_few_label(dataset, mask, source, seed, settings)  # type: ignore[arg-type]
         elapsed = time.perf_counter() - t0

@@ -7,7 +7,7 @@ Registries are keyed by the names used in params.yaml: ``SUPERVISED_LOSSES``
 """
 
 from .elbo import bernoulli_reconstruction, beta_vae_loss, gaussian_kl
-from .replacement import replace_latents, replacement_mask, replacement_term
+from .replacement import replace_latents, replacement_mask, replacement_term, replacement_values
 from .s2vae import STAT_NAMES, ObjectiveConfig, SemiSupervisedVAE
 from .schedule import SCHEDULES, gamma_at
 from .supervised import SUPERVISED_LOSSES, build_supervised
@@ -28,5 +28,6 @@ __all__ = [
     "replace_latents",
     "replacement_mask",
     "replacement_term",
+    "replacement_values",
     "resolve_target",
 ]

@@ -5,10 +5,12 @@ observed mask o. With mu, v the encoder mean / log-variance, eps ~ N(0, I) and s
 
     loss = mean_n recon(x_u,n | z_u,n) + beta * mean_n sum_d KL(x_u,n)_d        (section 3)
          + gamma_sup(s) * R_s(mu(x_l), y, o)                                    (section 4)
-         + replacement_term(x_l, y, o; p, beta)                                 (section 5)
+         + lambda * labelled_term(x_l, y, o; p, beta)                           (section 5)
 
-R_s is one of :mod:`semidisent.objectives.supervised`; the replacement term is in
-:mod:`semidisent.objectives.replacement` and is exactly 0 when p = 0. beta, gamma and p are
+R_s is one of :mod:`semidisent.objectives.supervised`; the labelled term (reconstruction of
+x_l with label replacement, weight lambda = ``labelled_weight``) is in
+:mod:`semidisent.objectives.replacement`: with ``labelled_recon = "replaced"`` it is exactly 0
+when p = 0, with ``"all"`` it is the beta-ELBO of x_l at p = 0. beta, gamma and p are
 tensors so that one module definition serves a single model and K stacked models under vmap.
 Random numbers (eps, the replacement draws) are inputs: the step is a pure function of its
 inputs, which is what makes it replayable as a CUDA graph and batchable with vmap.
@@ -23,7 +25,12 @@ from torch import nn
 
 from ..models.vae import VAE
 from .elbo import bernoulli_reconstruction, gaussian_kl
-from .replacement import replace_latents, replacement_mask, replacement_term
+from .replacement import (
+    replace_latents,
+    replacement_mask,
+    replacement_term,
+    replacement_values,
+)
 from .supervised import build_supervised
 from .targets import TARGETS, resolve_target
 
@@ -41,8 +48,14 @@ class ObjectiveConfig:
     replacement_target: str = "auto"
     embed_sigma: float = 1.0
     embed_learn_sigma: bool = False
-    # False only when every model of the run has p = 0: skips the labelled decoder pass, whose
-    # contribution would be exactly 0 anyway.
+    # Which labelled examples are decoded: "replaced" (those with a replaced entry) or "all".
+    labelled_recon: str = "replaced"
+    # Weight lambda of the labelled reconstruction term.
+    labelled_weight: float = 1.0
+    # Noise added to a replaced value: "none" or "posterior" (the encoder's own, detached).
+    replacement_noise: str = "none"
+    # False when the labelled term is exactly 0 for every model of the run (labelled_recon
+    # "replaced" with p = 0 everywhere, or labelled_weight 0): skips the labelled decoder pass.
     decode_labelled: bool = True
     # bf16 autocast of the networks (losses stay float32); None = float32 throughout.
     amp_dtype: torch.dtype | None = None
@@ -113,11 +126,19 @@ class SemiSupervisedVAE(nn.Module):
         zero = loss.new_zeros(())
         lab, replaced = zero, zero
         if self.config.decode_labelled:
-            mask = replacement_mask(u_rep, obs_l, rate, self.config.replacement_unit)
-            targets = self._target(y_l, self.supervised)
-            z_l = replace_latents(VAE.reparameterise(mean_l, log_var_l, eps_l), targets, mask)
-            recon_l = bernoulli_reconstruction(self._decode(z_l), x_l)
-            lab = replacement_term(recon_l, gaussian_kl(mean_l, log_var_l), mask, beta)
+            cfg = self.config
+            mask = replacement_mask(u_rep, obs_l, rate, cfg.replacement_unit)
+            z_l = VAE.reparameterise(mean_l, log_var_l, eps_l)
+            values = replacement_values(
+                self._target(y_l, self.supervised), mean_l, z_l, cfg.replacement_noise
+            )
+            recon_l = bernoulli_reconstruction(
+                self._decode(replace_latents(z_l, values, mask)), x_l
+            )
+            kl_l = gaussian_kl(mean_l, log_var_l)
+            lab = cfg.labelled_weight * replacement_term(
+                recon_l, kl_l, mask, beta, cfg.labelled_recon
+            )
             loss = loss + lab
             replaced = mask.sum() / obs_l.sum().clamp(min=1)
         stats = torch.stack([loss, recon_u, kl_u, sup, lab, replaced.to(loss.dtype)]).detach()

@@ -1,13 +1,27 @@
 """Replacement targets t(y): the value a supervised latent takes when its label replaces it
 (METHODS.md section 5), keyed by ``train.replacement_target``.
 
-With y the integer label of factor j and k_j its number of values (``label_sizes``):
+A replaced code must sit where the regulariser R_s puts the encoder mean for that label: else
+the decoder learns one map for inferred codes and another for replaced ones (e.g. a replaced
+middle shape on the boundary between the encoder's clusters). So each consistent target is the
+minimiser over mu of R_s's per-entry loss, where that minimiser is finite. With y the integer
+label of factor j and k_j its number of values (``label_sizes``):
 
-    logit:     t(y) = log(q / (1 - q)),  q = (y + 0.5) / k      consistent with xent
-    gaussian:  t(y) = Phi^-1((y + 0.5) / k)                     matches the N(0, 1) prior;
-                                                                 consistent with cov and none
-    scaled:    t(y) = y / b   (b: l2's learned scale)           consistent with l2
-    embedding: t(y) = e_{j, y} (embed's learned embedding)      consistent with embed
+    logit:     t(y) = logit(y / k)            y >= 1: xent's minimiser (dlib normalises y / k)
+               t(0) = logit(1 / (2k))         xent's minimiser for y = 0 is -inf; the value
+                                              used is half a label step below label 1 in
+                                              sigmoid space (finite, below every other
+                                              label's target; the project's choice)
+    gaussian:  t(y) = Phi^-1((y + 0.5) / k)   matches the N(0, 1) prior; used with cov and
+                                              none, which fix no per-label location (cov only
+                                              penalises cross-covariances), so any increasing
+                                              map is consistent with them
+    scaled:    t(y) = y / b   (b: l2's learned scale)      l2's minimiser
+    embedding: t(y) = argmin_mu embed's per-entry loss     computed by bisection; where the
+                                                           minimiser is infinite (the label's
+                                                           embedding is the smallest or largest
+                                                           of its factor), e_{j, y} itself
+                                                           (:meth:`EmbedLoss.minimisers`)
 
 "auto" picks the target named by the regulariser (``SupervisedLoss.consistent_target``).
 Every target is computed without gradient: replaced values are data, not predictions.
@@ -34,7 +48,8 @@ def _quantile(labels: torch.Tensor, sup: SupervisedLoss) -> torch.Tensor:
 
 
 def logit_target(labels: torch.Tensor, sup: SupervisedLoss) -> torch.Tensor:
-    return torch.logit(_quantile(labels, sup))
+    y = labels.clamp(min=0).to(torch.float32)
+    return torch.logit(torch.where(y > 0, y, 0.5) / sup.sizes)
 
 
 def gaussian_target(labels: torch.Tensor, sup: SupervisedLoss) -> torch.Tensor:
@@ -52,7 +67,7 @@ def scaled_target(labels: torch.Tensor, sup: SupervisedLoss) -> torch.Tensor:
 def embedding_target(labels: torch.Tensor, sup: SupervisedLoss) -> torch.Tensor:
     if not isinstance(sup, EmbedLoss):
         raise ValueError("the embedding replacement target needs the embed supervised loss")
-    return sup.embedding_of(labels).detach()
+    return sup.target_of(labels)
 
 
 TARGETS: dict[str, TargetFn] = {

@@ -9,15 +9,18 @@ categorical ``supervised_loss``, form separate groups trained one after another)
 Intermediate values. Training runs in ``search.reports`` chunks ("rungs"): each chunk resumes
 the batch's checkpoint with a larger step count (the trainer extends a run exactly as an
 uninterrupted longer one), so at every rung the models exist and the *objective itself* (the
-few-label score on the held-out labelled pool) is evaluated and reported to the pruner. Pruning
+few-label score on the labelled pool) is evaluated and reported to the pruner. Pruning
 on the same quantity that is finally optimised keeps the pruner honest: a training loss would
 penalise large beta by construction. A pruned trial is told PRUNED at once and its model is
 masked in the batch (the trainer's callback); its compute is still spent while the others train
 (shapes are kept), so within a batch pruning saves the evaluation and, when every member is
-pruned, the rest of the batch.
+pruned, the rest of the batch. The p = 0 baseline trials (``search.baseline_trials``) report
+their values but are never pruned: the summary compares the best trial with them.
 
-Honest objective. Values told to Optuna come only from the held-out part of the labelled pool
-(``val_*``) or from training statistics; the full-ground-truth metrics of ``search.gt_metrics``
+Honest objective. Values told to Optuna come only from the labelled pool (``val_*``, under
+``eval.few_label_protocol``: disentanglement_lib's protocol by default, val_mig on the whole pool
+and val_dci / val_sap fitted on training's labels and scored on the held-out ones; or the held-out
+labels only) or from training statistics; the full-ground-truth metrics of ``search.gt_metrics``
 are computed for completed trials, stored beside them (trial user attribute ``gt``, the child
 MLflow run, ``trials.csv``), and never used for selection.
 """
@@ -46,6 +49,7 @@ from ..errors import ParamsError, SemidisentError
 from ..tracking.base import Tracker
 from .space import FEW_LABEL_OBJECTIVES, Dimension
 from .study import (
+    BASELINE_ATTR,
     FAILURE_ATTR,
     Heartbeat,
     Owner,
@@ -428,7 +432,9 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
                 # A re-queued trial inherits the values its first run reported.
                 warnings.filterwarnings("ignore", message="The reported value is ignored")
                 run.trial.report(values[sp.objectives[0]], step)
-            if run.trial.should_prune():
+            # The p = 0 baseline trials are never pruned: the summary compares the best trial
+            # with a complete baseline (their values are still reported).
+            if not run.trial.user_attrs.get(BASELINE_ATTR) and run.trial.should_prune():
                 run.trial.set_user_attr("steps", step)
                 _finish(ctx, run, "PRUNED")
                 log.info("trial %d pruned at step %d", run.number, step)
@@ -447,8 +453,8 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
 
 
 def objective_values(ctx: SearchContext, result: Any, names: Sequence[str]) -> dict[str, float]:
-    """The objectives of one trained model: few-label headline scores on the held-out labelled
-    pool, or the last training window's mean statistics."""
+    """The objectives of one trained model: few-label headline scores on the labelled pool (under
+    eval.few_label_protocol), or the last training window's mean statistics."""
     out: dict[str, float] = {}
     few = [n for n in names if n in FEW_LABEL_OBJECTIVES]
     if few:
@@ -461,7 +467,7 @@ def objective_values(ctx: SearchContext, result: Any, names: Sequence[str]) -> d
         settings = metric_settings(
             "val_mig", ep.mode, ep.device, 1.0, False, ep.cpu_threads, ep.cpu_workers
         )
-        settings = dataclasses.replace(settings, metrics=tuple(few))
+        settings = dataclasses.replace(settings, metrics=tuple(few), protocol=ep.few_label_protocol)
         rep = vae_representation(result.model, device=settings.device, batch_size=ep.batch_size)
         dataset, mask = ctx.prepared.dataset, ctx.prepared.mask
         scores = compute_few_label(dataset, mask, rep, ep.seed, settings)

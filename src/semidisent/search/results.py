@@ -4,9 +4,13 @@ Works on Optuna's frozen trials without importing optuna (states are read by nam
 summary of a finished study can be written by any process that can read the storage.
 
 Besides the best trial, the summary measures how well few-label selection did: the rank
-correlation between the objective (e.g. ``val_mig``, computed on the held-out labelled pool) and
-its full-ground-truth counterpart (``mig``) over the completed trials, and the *regret*: the
+correlation between the objective (e.g. ``val_mig``, computed on the labelled pool) and its
+full-ground-truth counterpart (``mig``) over the completed trials, and the *regret*: the
 ground-truth score of the truly best trial minus that of the trial the objective selected.
+
+It also reports the best trial with replacement rate p = 0 (the semi-supervised baseline,
+``search.baseline_trials``) beside the best trial, with its objective values, its ground-truth
+metrics and the differences, or says plainly that no p = 0 trial completed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .space import BASELINE_KEY
 
 # The ground-truth metric each few-label objective estimates.
 GT_COUNTERPART = {"val_mig": "mig", "val_dci": "dci", "val_sap": "sap"}
@@ -177,6 +183,60 @@ def selection_quality(trials: Sequence[Any], view: StudyView) -> dict[str, Any] 
     }
 
 
+def _rate(t: Any, view: StudyView) -> Any:
+    return t.params.get(BASELINE_KEY, view.fixed.get(BASELINE_KEY))
+
+
+def baseline_trial(trials: Sequence[Any], view: StudyView) -> Any | None:
+    """The best complete trial with replacement rate p = 0 (ranked as :func:`best_trial`)."""
+    return best_trial([t for t in trials if _rate(t, view) == 0], view.directions)
+
+
+def _gt(t: Any) -> dict[str, float]:
+    return {k: v for k, v in (t.user_attrs.get("gt") or {}).items() if _finite(v)}
+
+
+def baseline_summary(trials: Sequence[Any], view: StudyView) -> dict[str, Any]:
+    """The best p = 0 trial beside the best trial: its objective values, ground-truth metrics
+    (logged, never selected on), searched keys and ``best_minus_baseline``; or a note saying
+    why there is none."""
+    zero = [t for t in trials if t.params and _rate(t, view) == 0]
+    base = baseline_trial(trials, view)
+    out: dict[str, Any] = {
+        "replacement_rate": 0.0,
+        "trial": None if base is None else base.number,
+        "trials": len(zero),
+        "complete": len(complete_trials(zero)),
+    }
+    searched = BASELINE_KEY in view.space
+    fixed = view.fixed.get(BASELINE_KEY)
+    if base is None:
+        if not searched and fixed != 0:
+            out["note"] = (
+                f"no p = 0 trial: replacement_rate is not searched (every trial uses "
+                f"train.replacement_rate = {fixed}); search.baseline_trials is ignored"
+            )
+        else:
+            states = sorted({t.state.name for t in zero})
+            out["note"] = "no p = 0 trial completed" + (
+                f" ({len(zero)} p = 0 trial(s): {', '.join(states)})" if zero else ""
+            )
+        return out
+    out.update(zip(view.objectives, base.values, strict=True))
+    out["gt"] = _gt(base)
+    out["params"] = {k: base.params[k] for k in view.space if k in base.params}
+    best = best_trial(trials, view.directions)
+    diff: dict[str, Any] = {
+        name: b - a for name, a, b in zip(view.objectives, base.values, best.values, strict=True)
+    }
+    best_gt, base_gt = _gt(best), _gt(base)
+    diff["gt"] = {k: best_gt[k] - base_gt[k] for k in base_gt if k in best_gt}
+    out["best_minus_baseline"] = diff
+    if not searched:
+        out["note"] = "replacement_rate is not searched: every trial uses p = 0"
+    return out
+
+
 def summary(trials: Sequence[Any], view: StudyView, counts: dict[str, int]) -> dict[str, Any]:
     """search_summary.json (DVC metrics): numbers only, nested."""
     best = best_trial(trials, view.directions)
@@ -189,6 +249,7 @@ def summary(trials: Sequence[Any], view: StudyView, counts: dict[str, int]) -> d
         }
     else:
         out["best"] = {"trial": None}
+    out["baseline"] = baseline_summary(trials, view)
     if len(view.objectives) > 1:
         out["pareto_trials"] = [t.number for t in pareto_front(trials, view.directions)]
     out["selection"] = selection_quality(trials, view)
@@ -297,6 +358,13 @@ def plot_trials(path: str | Path, trials: Sequence[Any], view: StudyView) -> Pat
             [bx], [by], marker="*", s=320, c="none", edgecolors="tab:red", linewidths=1.5,
             label=f"best: trial {best.number}", zorder=4,
         )  # fmt: skip
+    base = baseline_trial(trials, view)
+    if base is not None:
+        bx, by = xy(base)
+        ax.scatter(
+            [bx], [by], marker="D", s=150, c="none", edgecolors="tab:orange", linewidths=1.5,
+            label=f"best p = 0 (baseline): trial {base.number}", zorder=4,
+        )  # fmt: skip
     if PLOT_AXES[0] in view.log_axes:
         from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -306,7 +374,15 @@ def plot_trials(path: str | Path, trials: Sequence[Any], view: StudyView) -> Pat
         ax.set_xticks([v for v in (0.5, 1, 2, 4, 8, 16, 32, 64) if _in_xlim(ax, v)] or [])
     ax.set_xlabel(PLOT_AXES[0] + ("" if PLOT_AXES[0] in view.space else " (fixed)"))
     ax.set_ylabel(PLOT_AXES[1] + ("" if PLOT_AXES[1] in view.space else " (fixed)"))
-    ax.set_title(f"{view.name}: {len(trials)} trials, colour = {objective}", fontsize=9)
+    vs = "no p = 0 (baseline) trial completed"
+    if BASELINE_KEY not in view.space and view.fixed.get(BASELINE_KEY) != 0:
+        vs = f"replacement_rate fixed at {view.fixed.get(BASELINE_KEY)}: no p = 0 trial"
+    if best is not None and base is not None:
+        vs = (
+            f"best {objective} {best.values[0]:.3f} (trial {best.number}) vs "
+            f"p = 0 {base.values[0]:.3f} (trial {base.number})"
+        )
+    ax.set_title(f"{view.name}: {len(trials)} trials, colour = {objective}\n{vs}", fontsize=9)
     if sc is not None:
         fig.colorbar(sc, ax=ax, label=objective)
     if done or pruned or failed:
@@ -320,8 +396,15 @@ def plot_trials(path: str | Path, trials: Sequence[Any], view: StudyView) -> Pat
         ax2.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=40, edgecolors="k")
         for v, g, n in pairs:
             ax2.annotate(str(n), (v, g), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        base_gt = None if base is None else (base.user_attrs.get("gt") or {}).get(gt_name)
+        if base is not None and _finite(base_gt):
+            ax2.scatter(
+                [base.values[0]], [base_gt], marker="D", s=110, c="none",
+                edgecolors="tab:orange", linewidths=1.5, label="best p = 0 (baseline)",
+            )  # fmt: skip
+            ax2.legend(fontsize=7, loc="best")
         rho = sel["spearman"]
-        ax2.set_xlabel(f"{objective} (held-out labelled pool: the objective)")
+        ax2.set_xlabel(f"{objective} (labelled pool: the objective)")
         ax2.set_ylabel(f"{gt_name} (full ground truth: never selected on)")
         ax2.set_title(
             f"selected trial {sel['selected_trial']} ({gt_name} {sel['gt_of_selected']:.3f}), "

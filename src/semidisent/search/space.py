@@ -8,8 +8,13 @@ run executes rather than what it learns (``NOT_SEARCHABLE``) are refused; the tr
 ``search.steps``.
 
 The objectives a study may optimise are checked here too (``check_objectives``): the few-label
-scores computed on the held-out part of the labelled pool, or final training statistics, never a
-full-ground-truth metric (those are logged beside each trial, ``search.gt_metrics``).
+scores computed on the labelled pool (``eval.few_label_protocol``), or final training statistics,
+never a full-ground-truth metric (those are logged beside each trial, ``search.gt_metrics``).
+
+So are two things that would make a search silently meaningless: a searched replacement rate
+without p = 0, the baseline every study runs (``check_baseline_space``), and a ramp / switch
+gamma_sup schedule whose threshold no trial of ``search.steps`` steps reaches
+(``check_gamma_schedule``, before any trial: it involves train and search).
 """
 
 from __future__ import annotations
@@ -34,6 +39,31 @@ class Dimension:
     step: float | None = None
     choices: tuple[Any, ...] = ()
 
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is a value of this dimension (a choice, or a point of the range
+        and of its step)."""
+        if self.kind == "categorical":
+            return any(not isinstance(c, (str, bool)) and c == value for c in self.choices)
+        assert self.low is not None and self.high is not None
+        if not self.low <= value <= self.high:
+            return False
+        step = self.step if self.step is not None else (1 if self.kind == "int" else None)
+        if step is None:
+            return True
+        k = (value - self.low) / step
+        return abs(k - round(k)) < 1e-9
+
+    def max_value(self) -> Any:
+        """The largest value a trial can get (the last point of a stepped range)."""
+        if self.kind == "categorical":
+            return max(self.choices)
+        assert self.low is not None and self.high is not None
+        step = self.step if self.step is not None else (1 if self.kind == "int" else None)
+        if step is None:
+            return self.high
+        top = self.low + math.floor((self.high - self.low) / step + 1e-9) * step
+        return round(top) if self.kind == "int" else top
+
     def grid_values(self) -> list[Any]:
         if self.kind == "categorical":
             return list(self.choices)
@@ -48,7 +78,7 @@ RANGE_KEYS = {"low", "high", "log", "step"}
 # Execution settings, not hyper-parameters (the trial length is search.steps).
 NOT_SEARCHABLE = ("steps", "device", "fast", "amp", "checkpoint_every", "log_every")
 
-# Objectives: few-label model-selection scores (held-out labelled pool, their headline score) and
+# Objectives: few-label model-selection scores (the labelled pool, eval.few_label_protocol) and
 # the last training window's mean statistics (e.g. for a disentanglement / reconstruction front).
 FEW_LABEL_OBJECTIVES = ("val_mig", "val_dci", "val_sap")
 TRAINING_OBJECTIVES = ("recon", "kl", "loss")
@@ -175,3 +205,64 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
             )
         )
     return dims
+
+
+# The searched key whose value 0 is the semi-supervised baseline (no label replacement).
+BASELINE_KEY = "replacement_rate"
+
+
+def check_baseline_space(
+    space: dict[str, dict[str, Any]], sampler: str, baseline_trials: int, prefix: str = "search"
+) -> None:
+    """With baseline trials, a searched replacement rate must include p = 0."""
+    if not baseline_trials or BASELINE_KEY not in space:
+        return  # not searched: the fixed train.replacement_rate is every trial's (documented)
+    dims = {d.name: d for d in parse_space(space, sampler)}
+    if not dims[BASELINE_KEY].contains(0.0):
+        raise bad_value(
+            f"{prefix}.space.{BASELINE_KEY}",
+            space[BASELINE_KEY],
+            f"a range from low: 0 or choices with 0 while {prefix}.baseline_trials = "
+            f"{baseline_trials} (p = 0 is the semi-supervised baseline every study runs; "
+            f"{prefix}.baseline_trials=0 searches without it)",
+        )
+
+
+def check_gamma_schedule(params: Any) -> None:
+    """Refuse a ramp / switch gamma_sup schedule whose threshold (the fixed train value, or the
+    largest searched one) no trial reaches: trials train ``search.steps`` steps, not
+    ``train.steps``. Called before any trial (a 20k-step search of a 300k-step schedule would
+    otherwise never switch gamma_sup on, silently)."""
+    from ..config.schema import GAMMA_REACHED, gamma_threshold_limit
+    from ..errors import ParamsError
+
+    sp, train = params.search, params.train
+    dims = {d.name: d for d in parse_space(sp.space, sp.sampler)}
+    schedules = dims["gamma_schedule"].choices if "gamma_schedule" in dims else None
+    limits = [
+        (s, limit)
+        for s in (schedules or (train.gamma_schedule,))
+        if (limit := gamma_threshold_limit(s, sp.steps)) is not None
+    ]
+    if not limits:
+        return
+    schedule, limit = min(limits, key=lambda x: x[1])  # switch is the stricter one
+    if "gamma_threshold" in dims:
+        dim = dims["gamma_threshold"]
+        part = "choices" if dim.kind == "categorical" else "high"
+        key = f"search.space.gamma_threshold.{part} (train.gamma_threshold)"
+        threshold = dim.max_value()
+        shown = list(dim.choices) if dim.kind == "categorical" else threshold
+    else:
+        key, threshold = "train.gamma_threshold", train.gamma_threshold
+        shown = threshold
+    if threshold <= limit:
+        return
+    where = " (a choice of search.space.gamma_schedule)" if schedules else ""
+    raise ParamsError(
+        f"invalid parameter {key} = {shown!r}: expected a step < {limit + 1} with "
+        f"train.gamma_schedule = {schedule}{where} and search.steps = {sp.steps}: each trial "
+        f"trains search.steps steps (not train.steps = {train.steps}) and "
+        f"{GAMMA_REACHED[schedule]}, which no trial would reach; lower train.gamma_threshold "
+        "or raise search.steps"
+    )

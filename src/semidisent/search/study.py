@@ -15,6 +15,12 @@ named (as a training checkpoint is), instead of silently mixing incomparable tri
 default study name contains ``{digest}``, a digest of the identity, so a changed configuration
 simply gets a study of its own.
 
+Baseline. Every study runs ``search.baseline_trials`` trials with ``replacement_rate = 0`` (the
+semi-supervised baseline, no label replacement) first: enqueued once per study (TPE, random; the
+other searched keys are sampled as usual), or, with the grid sampler, grid points with p = 0
+visited first. A resumed or shared study counts the baseline trials it already holds (user
+attribute ``baseline``) and adds only the missing ones.
+
 Liveness. A worker killed mid-batch leaves its trials RUNNING. Two mechanisms put them back in
 the queue (failed, and re-enqueued as WAITING copies with the same parameters, up to
 ``search.max_retries`` times; ``ask`` hands out WAITING trials first):
@@ -49,7 +55,7 @@ from ..config.schema import Params, SearchParams
 from ..config.validation import to_plain
 from ..errors import SemidisentError
 from ..tracking.redact import redact_value
-from .space import Dimension, parse_space
+from .space import BASELINE_KEY, Dimension, parse_space
 
 if TYPE_CHECKING:
     import optuna
@@ -67,6 +73,8 @@ OWNER_KEYS = ("worker", "host", "pid", "owner")
 # Set on trials this project fails on purpose (divergence, invalid combination): those count as
 # finished; a FAIL without it is an interrupted trial that was re-queued.
 FAILURE_ATTR = "failure"
+# Set on the trials scheduled as the p = 0 baseline (search.baseline_trials).
+BASELINE_ATTR = "baseline"
 
 
 class SearchError(SemidisentError):
@@ -160,15 +168,7 @@ def make_sampler(
     if sp.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if sp.sampler == "grid":
-
-        class BatchGridSampler(optuna.samplers.GridSampler):
-            """GridSampler without its ``study.stop()`` when the grid is used up (allowed only
-            inside ``optimize``): with ask-and-tell, the budget (capped at the grid) stops."""
-
-            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-                return None
-
-        return BatchGridSampler({d.name: d.grid_values() for d in dims}, seed=seed)
+        return _grid_sampler(sp, dims, seed)
     # constant_liar: trials asked together in one batch see each other as (pessimistic) running
     # results, so a batch spreads out instead of sampling K near-identical points.
     with warnings.catch_warnings():
@@ -179,6 +179,120 @@ def make_sampler(
             constant_liar=True,
             multivariate=True,
         )
+
+
+def _grid_sampler(
+    sp: SearchParams, dims: Sequence[Dimension], seed: int
+) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    target = baseline_target(sp, dims)
+
+    class BatchGridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler, with three changes for batches, workers and the baseline:
+
+        - the grid's order is shuffled with ``search.seed`` alone: a trial's ``grid_id`` indexes
+          that order, so every worker and resumed call must share it (with a per-worker seed,
+          ids of different workers name different points and points are run twice);
+        - each trial takes a point not yet finished or running, picked at random with this
+          worker's seed (fewer collisions between workers asking at the same moment), grid
+          points with p = 0 first until the study holds ``baseline_trials`` baseline trials;
+        - no ``study.stop()`` when the grid is used up (allowed only inside ``optimize``): with
+          ask-and-tell, the budget (capped at the grid) stops.
+        """
+
+        def __init__(self) -> None:
+            super().__init__({d.name: d.grid_values() for d in dims}, seed=sp.seed)
+            self._pick = random.Random(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            # A re-queued copy (its grid_id) or an enqueued trial (its fixed params): as is.
+            if "grid_id" in trial.system_attrs or "fixed_params" in trial.system_attrs:
+                return
+            free = self._get_unvisited_grid_ids(study)
+            if not free:  # the budget prevents it; Optuna re-runs a point with a warning
+                super().before_trial(study, trial)
+                return
+            baseline = False
+            if target and BASELINE_KEY in self._param_names:
+                col = self._param_names.index(BASELINE_KEY)
+                zero = [i for i in free if self._all_grids[i][col] == 0]
+                have = baseline_trials(study._storage.get_all_trials(study._study_id))
+                if zero and len(have) < target:
+                    free, baseline = zero, True
+            grid_id = self._pick.choice(sorted(free))
+            storage = study._storage
+            storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+            storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
+            if baseline:
+                storage.set_trial_user_attr(trial._trial_id, BASELINE_ATTR, True)
+                trial.user_attrs[BASELINE_ATTR] = True  # the asked Trial's cached copy
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return BatchGridSampler()
+
+
+# ------------------------------------------------------------------------------ baseline
+
+
+def baseline_target(sp: SearchParams, dims: Sequence[Dimension]) -> int:
+    """Baseline trials a study should hold: ``search.baseline_trials`` (at most
+    ``search.n_trials``) when the replacement rate is searched, else 0 (the fixed
+    train.replacement_rate is then every trial's rate)."""
+    if not any(d.name == BASELINE_KEY for d in dims):
+        return 0
+    return min(sp.baseline_trials, sp.n_trials)
+
+
+def _interrupted(t: Any) -> bool:
+    return t.state.name == "FAIL" and not t.user_attrs.get(FAILURE_ATTR)
+
+
+def baseline_trials(trials: Iterable[Any]) -> list[Any]:
+    """The study's scheduled baseline trials, by number: waiting, running or finished (an
+    interrupted one is not counted: its re-queued copy is, or, retries used up, it is missing)."""
+    out = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) and not _interrupted(t)]
+    return sorted(out, key=lambda t: t.number)
+
+
+def enqueue_baseline_trials(study: optuna.Study, sp: SearchParams) -> list[int]:
+    """Enqueue the study's missing p = 0 baseline trials (TPE and random samplers; the grid
+    sampler visits p = 0 points first instead); returns the numbers this call added.
+
+    Idempotent: a resumed study, or a worker joining a shared one, counts the baseline trials
+    already there. Workers that start at the same moment may both enqueue; each then turns its
+    own surplus (beyond the first ``baseline_trials`` by number) back into ordinary trials.
+    """
+    import optuna
+
+    dims = parse_space(sp.space, sp.sampler)
+    target = baseline_target(sp, dims)
+    if sp.sampler == "grid" or target == 0:
+        return []
+    missing = target - len(baseline_trials(study.get_trials(deepcopy=False)))
+    if missing <= 0:
+        return []
+    token = uuid.uuid4().hex[:12]
+    for _ in range(missing):
+        study.enqueue_trial(
+            {BASELINE_KEY: 0.0}, user_attrs={BASELINE_ATTR: True, "enqueued_by": token}
+        )
+    storage = study._storage
+    kept = baseline_trials(study.get_trials(deepcopy=False))
+    added = []
+    for rank, t in enumerate(kept):
+        if t.user_attrs.get("enqueued_by") != token:
+            continue
+        if rank < target:
+            added.append(t.number)
+        elif t.state == optuna.trial.TrialState.WAITING:  # another worker's came first
+            storage.set_trial_system_attr(t._trial_id, "fixed_params", {})
+            storage.set_trial_user_attr(t._trial_id, BASELINE_ATTR, False)
+    if added:
+        log.info("study %s: p = 0 baseline trials %s enqueued", study.study_name, added)
+    return added
 
 
 def rung_steps(sp: SearchParams) -> list[int]:
@@ -258,8 +372,13 @@ def study_identity(params: Params, content_sha256: str | None = None) -> dict[st
         "model": params.section("model"),
         "data": params.section("data"),
         "supervision": params.section("supervision"),
-        # The few-label objective's estimator settings.
-        "eval": {"mode": params.eval.mode, "seed": params.eval.seed},
+        # The few-label objective's estimator settings and protocol (which labelled rows it
+        # scores): trials scored under different protocols must not share a study.
+        "eval": {
+            "mode": params.eval.mode,
+            "seed": params.eval.seed,
+            "few_label_protocol": params.eval.few_label_protocol,
+        },
     }
     if content_sha256 is not None:
         ident["data.content_sha256"] = content_sha256

@@ -3,8 +3,11 @@
 Writes into ``out``:
 
 - ``metrics.json``: numbers only (DVC metrics): ``{"summary": {metric: headline score},
-  metric: {score name: value}, ...}``, e.g. ``{"mig": {"discrete_mig": 0.31}, ...}``;
-- ``metrics_meta.json``: provenance: mode, seed, sample scale, settings and seconds per metric,
+  metric: {score name: value}, ...}``, e.g. ``{"mig": {"discrete_mig": 0.31}, ...}``; the
+  few-label entries also carry the counts they were computed from (``num_labels``,
+  ``num_seen_in_training``; DCI / SAP ``num_train`` / ``num_test``: metrics/few_label.py);
+- ``metrics_meta.json``: provenance: mode, seed, sample scale, the few-label protocol
+  (``few_label_protocol``, also in the val_* settings), settings and seconds per metric,
   library versions (scikit-learn is part of the reference metrics' definition), device, model
   file hash and metadata, dataset hash;
 - ``plots/*.png``: reconstructions, prior samples, latent traversals, and factor-vs-latent heat
@@ -169,6 +172,7 @@ def run_evaluate(
             on_metric=on_metric,
             threads=ep.cpu_threads,
             workers=ep.cpu_workers,
+            few_label_protocol=ep.few_label_protocol,
         )
 
     ev = score(representation, ep.metrics, ep.few_label, report)
@@ -199,6 +203,7 @@ def run_evaluate(
         "sample_scale": ep.sample_scale,
         "metrics": list(ep.metrics),
         "few_label": ep.few_label,
+        "few_label_protocol": ep.few_label_protocol,
         "device": device,
         "device_name": _device_name(device),
         "seconds": {

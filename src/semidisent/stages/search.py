@@ -74,11 +74,21 @@ def init_study(
     study later nests its trials under the same run. Pass ``parent_run_id`` to nest the study
     under an existing run (e.g. a pipeline's).
     """
-    from ..search.study import PARENT_RUN_ATTR, open_storage, open_study, study_name
+    from ..search.space import check_gamma_schedule
+    from ..search.study import (
+        PARENT_RUN_ATTR,
+        enqueue_baseline_trials,
+        open_storage,
+        open_study,
+        study_name,
+    )
 
+    check_gamma_schedule(params)
     storage = open_storage(params.search)
     study = open_study(params, storage, content_sha256=content_sha256)
     name = study_name(params)
+    _note_baseline(params)
+    enqueue_baseline_trials(study, params.search)
     parent = parent_run_id or study.user_attrs.get(PARENT_RUN_ATTR)
     if params.tracking.enabled and parent is None:
         from ..tracking.factory import open_tracker
@@ -100,6 +110,21 @@ def init_study(
     if parent is not None and study.user_attrs.get(PARENT_RUN_ATTR) != parent:
         study.set_user_attr(PARENT_RUN_ATTR, parent)
     return name, parent
+
+
+def _note_baseline(params: Params) -> None:
+    """Say what search.baseline_trials does when the replacement rate is not searched."""
+    from ..search.space import BASELINE_KEY
+
+    sp, rate = params.search, params.train.replacement_rate
+    if sp.baseline_trials and BASELINE_KEY not in sp.space and rate != 0:
+        log.warning(
+            "search.baseline_trials = %d is ignored: replacement_rate is not searched, so every "
+            "trial uses train.replacement_rate = %s and the study has no p = 0 baseline (add "
+            "replacement_rate to search.space to compare against it)",
+            sp.baseline_trials,
+            rate,
+        )
 
 
 @contextlib.contextmanager
@@ -139,7 +164,7 @@ def run_search(
     study and its parent run, and summarises.
     """
     from ..search.objective import SearchContext, budget_for, optimize, trials_per_batch
-    from ..search.space import parse_space
+    from ..search.space import check_gamma_schedule, parse_space
     from ..search.study import (
         Heartbeat,
         Owner,
@@ -155,7 +180,14 @@ def run_search(
         raise SemidisentError(f"--n-trials = {n_trials}: expected a number >= 0")
     sp = params.search
     dims = parse_space(sp.space, sp.sampler)
+    check_gamma_schedule(params)  # before the data, the storage and any trial
     prepared = load_prepared(prepared_dir, params)
+    from ..metrics.names import FEW_LABEL_NAMES
+
+    if set(sp.objectives) & set(FEW_LABEL_NAMES):  # before the study and any trial
+        from ..metrics.few_label import check_protocol
+
+        check_protocol(prepared.mask, params.eval.few_label_protocol)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name, parent = init_study(
@@ -297,8 +329,13 @@ def _log_to_parent(
         for k, v in flatten(summary).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
-    tracker.log_metrics(numbers)
-    tracker.set_tags({f"best.{k}": str(v) for k, v in best["train"].items()})
+    tracker.log_metrics(numbers)  # best.*, baseline.* (the best p = 0 trial), selection.*, ...
+    tags = {f"best.{k}": str(v) for k, v in best["train"].items()}
+    base = summary.get("baseline") or {}
+    tags.update({f"baseline.{k}": str(v) for k, v in (base.get("params") or {}).items()})
+    n = base.get("trial")
+    tags["baseline"] = f"trial {n}" if n is not None else str(base.get("note", ""))
+    tracker.set_tags(tags)
     for f in ("trials.csv", "trials.png", "best_params.json", "search_summary.json"):
         tracker.log_artifact(out / f, "search")
     tracker.close()

@@ -48,9 +48,21 @@ def objective_config(
         replacement_target=tp.replacement_target,
         embed_sigma=tp.embed_sigma,
         embed_learn_sigma=tp.embed_learn_sigma,
+        labelled_recon=tp.labelled_recon,
+        labelled_weight=tp.labelled_weight,
+        replacement_noise=tp.replacement_noise,
         decode_labelled=decode_labelled,
         amp_dtype=amp_dtype,
     )
+
+
+def decodes_labelled(configs: Sequence[TrainParams]) -> bool:
+    """Whether the labelled term can be non-zero for any model of one batched group (the
+    structural keys labelled_recon and labelled_weight are equal across a group)."""
+    first = configs[0]
+    if first.labelled_weight == 0.0:
+        return False
+    return first.labelled_recon == "all" or any(c.replacement_rate > 0 for c in configs)
 
 
 def vae_config(mp: ModelParams, in_channels: int) -> VAEConfig:

@@ -45,7 +45,14 @@ from .checkpoint import CheckpointDir, check_resumable, run_identity
 from .fast import enable_fast
 from .runtime import device_name, resolve_amp, resolve_device, resolve_fast
 from .sampler import DeviceData
-from .step import SingleModel, Stepper, build_model, objective_config, vae_config
+from .step import (
+    SingleModel,
+    Stepper,
+    build_model,
+    decodes_labelled,
+    objective_config,
+    vae_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +192,7 @@ def build_run(prepared: Prepared, configs: Sequence[TrainParams], model_params: 
             f"{height}x{width}: choose a 64x64 dataset (data.dataset)"
         )
     labelled_batch = first.labelled_batch_size or first.batch_size
-    objective = objective_config(
-        first, mask.label_sizes, any(c.replacement_rate > 0 for c in configs), amp
-    )
+    objective = objective_config(first, mask.label_sizes, decodes_labelled(configs), amp)
     net = vae_config(model_params, channels)
     modules = [build_model(net, objective, c.seed) for c in configs]
     data = DeviceData(dataset, mask, device, first.batch_size, labelled_batch, net.num_latent)

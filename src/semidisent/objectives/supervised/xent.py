@@ -4,8 +4,9 @@
 
 over the first F latents (F = number of label columns), k_j = label_sizes[j]; a SUM over batch
 and factors as dlib's ``supervised_regularizer_xent`` ("mean": divided by the batch size B).
-Consistent replacement target: t(y) = logit((y + 0.5) / k) (the loss is minimised at
-sigmoid(mu) = y / k, infinite for y = 0; the half-bin shift keeps it finite).
+Consistent replacement target: t(y) = logit(y / k), where the loss is minimised
+(sigmoid(mu) = y / k); for y = 0 the minimiser is -inf and t(0) = logit(1 / (2k)) instead
+(:mod:`semidisent.objectives.targets`).
 """
 
 from __future__ import annotations
