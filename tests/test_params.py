@@ -131,3 +131,13 @@ def test_cli_prints_one_clear_error_and_exits_2(tmp_path):
     )
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_yaml_on_off_words_mean_the_choices_they_name():
+    """PyYAML reads off / on as booleans: `-S train.amp=off` and `fast: on` in a file still
+    select the choices "off" / "on"; a boolean where no such word is a choice is refused."""
+    params = load_params(None, ["train.amp=off", "train.fast=on"])
+    assert (params.train.amp, params.train.fast) == ("off", "on")
+    assert params_from_dict(yaml.safe_load("train: {fast: off, amp: off}")).train.fast == "off"
+    with pytest.raises(ParamsError, match=r"train\.supervised_loss = True"):
+        load_params(None, ["train.supervised_loss=on"])

@@ -108,6 +108,9 @@ def _type_name(tp: Any) -> str:
     )
 
 
+_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type, or raise a ParamsError naming ``key``."""
     origin = get_origin(tp)
@@ -125,7 +128,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(e)
         raise bad_value(key, value, _type_name(tp))
     if origin is Literal:
-        if value in get_args(tp) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            # YAML 1.1 (PyYAML) reads on / off / yes / no as booleans: `train.fast: off` and
+            # `-S train.amp=off` mean the word the choice names.
+            words = [w for w in _BOOL_WORDS[value] if w in get_args(tp)]
+            if words:
+                return words[0]
+        elif value in get_args(tp):
             return value
         raise bad_value(key, value, _type_name(tp))
     if origin in (dict, Mapping) or tp is dict:
