@@ -63,7 +63,8 @@ def device_description(device: str) -> str:
 
 def timed_study(
     base: list[str], prepared: Path, root: Path, name: str, k: int, trials: int, steps: int
-) -> tuple[float, list[tuple[dict, float]]]:
+) -> tuple[float, list[tuple[dict, float]], list[int | None]]:
+    """(wall seconds, (params, objective) per trial, device memory allocated after each rung)."""
     from semidisent.config import load_params
     from semidisent.stages.search import run_search
 
@@ -83,7 +84,8 @@ def timed_study(
     import optuna
 
     done = optuna.load_study(study_name=name, storage=params.search.storage).get_trials()
-    return wall, [(t.params, t.values[0]) for t in sorted(done, key=lambda t: t.number)]
+    told = [(t.params, t.values[0]) for t in sorted(done, key=lambda t: t.number)]
+    return wall, told, result.rung_memory
 
 
 def main() -> None:
@@ -97,6 +99,7 @@ def main() -> None:
     ap.add_argument("--gt-metrics", default="mig,dci", help="ground-truth metrics per trial")
     ap.add_argument("--sample-scale", type=float, default=None, help="eval.sample_scale")
     ap.add_argument("--full-data", action="store_true", help="the full procedural dSprites")
+    ap.add_argument("--reports", type=int, default=1, help="rungs per trial (search.reports)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     q = args.quick
@@ -143,7 +146,7 @@ def main() -> None:
             f"train.checkpoint_every={steps}",
             "search.sampler=random",
             "search.pruner=none",
-            "search.reports=1",
+            f"search.reports={args.reports}",
             "search.seed=0",
             "search.heartbeat_s=null",
             f"search.gt_metrics=[{args.gt_metrics}]",
@@ -155,15 +158,20 @@ def main() -> None:
         for mode, per_batch in (("batched", k), ("sequential", 1)):
             n_warm = k if mode == "batched" else 1
             timed_study(base, prepared, root, f"warmup-{mode}", per_batch, n_warm, warm)
-            wall, told = timed_study(base, prepared, root, mode, per_batch, k, steps)
+            wall, told, memory = timed_study(base, prepared, root, mode, per_batch, k, steps)
             results[mode] = {
                 "wall_s": round(wall, 2),
                 "trial_steps_per_s": round(k * steps / wall, 1),
                 "values": [v for _, v in told],
+                # one group per batch, advanced rung by rung: flat, not growing per rung
+                "rung_memory_bytes": memory,
             }
             trials_of[mode] = [p for p, _ in told]
             rate = k * steps / wall
             print(f"{mode:10s} K={per_batch:<3d} {wall:8.1f} s  {rate:9.1f} trial-steps/s")
+            if any(m is not None for m in memory):
+                mib = ", ".join(f"{m / 2**20:.0f}" for m in memory if m is not None)
+                print(f"{'':10s} device memory allocated after each rung (MiB): {mib}")
     ratio = results["sequential"]["wall_s"] / results["batched"]["wall_s"]
     # The same trials in both modes; their models equal separate runs up to floating-point
     # reassociation in the grouped kernels, which training amplifies over many steps: the

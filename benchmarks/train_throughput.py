@@ -15,6 +15,11 @@ full 737,280-image grid by default, so that device memory is the real one). In o
 Prints steps/s, model-steps/s, images/s and the ratio of model-steps/s to the baseline, with the
 device. ``--quick`` uses a small grid and few steps (minutes on a 2-core CPU).
 
+``--amp-compare STEPS`` also trains the default model for STEPS steps twice from the same seed,
+with bf16 autocast and in float32 (the fast path on CUDA), on a procedural dSprites sub-grid
+with real factors, and prints both throughputs and the difference in final loss and MIG: the
+evidence behind ``train.amp: auto`` (bf16 on CUDA).
+
     python benchmarks/train_throughput.py --quick            # CPU smoke run
     python benchmarks/train_throughput.py                    # on a GPU machine
 """
@@ -26,6 +31,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from semidisent.artifacts.prepared import Prepared
+from semidisent.backends import fast_training_kernels
 from semidisent.config.schema import ModelParams, SupervisionParams, TrainParams
 from semidisent.data.base import GridDataset
 from semidisent.data.store import PackedStore
@@ -156,21 +163,72 @@ def project(
     device = run.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    if fast:
-        enable_fast(run.stepper)
-    setup = time.perf_counter() - t
-    for _ in range(warmup):
-        run.stepper.run()
-    run.stepper.acc.cpu()  # synchronise
-    t = time.perf_counter()
-    for _ in range(steps):
-        run.stepper.run()
-    run.stepper.acc.cpu()
-    rate = steps / (time.perf_counter() - t)
+    # TF32 and autotuning as the trainer sets them for its fast path (scoped, restored).
+    kernels = fast_training_kernels() if fast and device.type == "cuda" else nullcontext()
+    with kernels:
+        t = time.perf_counter()
+        if fast:
+            enable_fast(run.stepper)
+        setup = time.perf_counter() - t
+        for _ in range(warmup):
+            run.stepper.run()
+        run.stepper.acc.cpu()  # synchronise
+        t = time.perf_counter()
+        for _ in range(steps):
+            run.stepper.run()
+        run.stepper.acc.cpu()
+        rate = steps / (time.perf_counter() - t)
     mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     del run
     return rate, setup, mem
+
+
+def amp_compare(device: torch.device, steps: int, quick: bool) -> list[dict]:
+    """bf16 autocast vs float32: throughput, final loss and MIG after ``steps`` steps of the
+    default model (same seed, same batches) on a procedural dSprites sub-grid."""
+    import sys
+    import tempfile
+
+    from semidisent.artifacts.prepared import load_prepared
+    from semidisent.config import load_params
+    from semidisent.metrics.registry import evaluate_metrics
+    from semidisent.metrics.representation import vae_representation
+    from semidisent.stages.prepare import run_prepare
+    from semidisent.training import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from search_speed import write_dsprites_subset
+
+    keep = {2: [0, 10, 20, 30], 3: list(range(0, 32, 4 if quick else 2)),
+            4: list(range(0, 32, 4 if quick else 2))}  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="amp-compare-") as tmp:
+        npz = Path(tmp) / "subset.npz"
+        write_dsprites_subset(npz, keep)
+        data = [f"data.path={npz}", "supervision.n_labels=200", "tracking.enabled=false"]
+        run_prepare(load_params(None, data), Path(tmp) / "prepared", progress=False)
+        for amp in ("bf16", "off"):
+            params = load_params(None, [
+                *data, f"train.steps={steps}", f"train.device={device.type}",
+                f"train.amp={amp}", f"train.log_every={max(1, steps // 10)}",
+                "train.batch_size=16" if quick else f"train.batch_size={BATCH}",
+            ])  # fmt: skip
+            prepared = load_prepared(Path(tmp) / "prepared", params)
+            if amp == "bf16" and device.type == "cpu" and not quick:
+                continue  # bf16 autocast on a CPU is slow and not the default there
+            result = train(prepared, params.train, params.model, progress=False)
+            rep = vae_representation(result.model, device=device.type)
+            ev = evaluate_metrics(["mig"], prepared.dataset, rep, mode="fast",
+                                  sample_scale=0.2, device=device.type)  # fmt: skip
+            rows.append({
+                "amp": amp,
+                "steps_per_s": result.stats["steps_per_s"],
+                "final_loss": result.curves[-1]["loss"],
+                "mig": ev.summary["mig"],
+                "fast_path": result.stats["fast_path"],
+                "cuda_graph": result.stats["cuda_graph"],
+            })  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -181,6 +239,10 @@ def main() -> None:
     ap.add_argument("--ks", default="8,32", help="batched sizes K (default: 8,32)")
     ap.add_argument("--cpu-compile", action="store_true", help="also time the compiled step on CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--amp-compare", type=int, default=0, metavar="STEPS",
+        help="also train STEPS steps in bf16 and in float32 and compare them (0: skip)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -243,9 +305,22 @@ def main() -> None:
         note = r["note"] + (f" peak mem {r['mem'] / 2**30:.2f} GiB" if r["mem"] else "")
         print(f"{r['path']:34s} {r['models']:3d} {r['steps_per_s']:9.2f} {ms:14.2f} "
               f"{r['images_per_s']:10.0f} {r['ratio']:11.2f}x  {note}")  # fmt: skip
+    amp_rows = amp_compare(device, args.amp_compare, args.quick) if args.amp_compare else []
+    if amp_rows:
+        print(f"\nbf16 autocast vs float32, {args.amp_compare} steps from the same seed:")
+        for r in amp_rows:
+            print(f"  amp {r['amp']:5s} {r['steps_per_s']:9.1f} steps/s  final loss "
+                  f"{r['final_loss']:9.2f}  MIG {r['mig']:.3f}")  # fmt: skip
+        by = {r["amp"]: r for r in amp_rows}
+        if set(by) == {"bf16", "off"}:
+            speed = by["bf16"]["steps_per_s"] / by["off"]["steps_per_s"]
+            print(f"  bf16 / float32: {speed:.2f}x steps/s; loss difference "
+                  f"{by['bf16']['final_loss'] - by['off']['final_loss']:+.2f}, MIG difference "
+                  f"{by['bf16']['mig'] - by['off']['mig']:+.3f}")  # fmt: skip
     if args.json:
         meta = {"device": device_name(device), "torch": torch.__version__, "sizes": sizes}
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        out = {"meta": meta, "rows": rows, "amp_compare": amp_rows}
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

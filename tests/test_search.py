@@ -177,10 +177,21 @@ def test_tiny_study_on_sqlite_with_nested_mlflow_runs(
 
 
 @pytest.mark.integration
-def test_hyperband_prunes_inside_batches(search_prepared, tmp_path, one_thread):
+def test_hyperband_prunes_inside_batches(search_prepared, tmp_path, one_thread, monkeypatch):
     """Hyperband compares trials of a bracket at each rung, running ones included, so it prunes
-    from the first batch on (the median pruner waits for complete trials)."""
+    from the first batch on (the median pruner waits for complete trials). Each batch is built
+    once (data uploaded, step compiled / captured) and advanced from rung to rung."""
     from semidisent.stages.search import run_search
+    from semidisent.training import trainer
+
+    builds = []
+    real_build = trainer.build_run
+
+    def counting_build(prepared, configs, model_params):
+        builds.append(len(configs))
+        return real_build(prepared, configs, model_params)
+
+    monkeypatch.setattr(trainer, "build_run", counting_build)
 
     prepared, data_overrides = search_prepared
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -204,6 +215,8 @@ def test_hyperband_prunes_inside_batches(search_prepared, tmp_path, one_thread):
     c = result.counts
     assert c["complete"] + c["pruned"] == 6 and c["failed"] == 0
     assert c["pruned"] >= 1, "the Hyperband pruner never stopped a trial"
+    assert builds == [3, 3]  # two batches of three, two rungs each: one build per batch
+    assert result.rung_memory and all(m is None for m in result.rung_memory)  # CPU: no CUDA
     for t in _trials(storage, result.study):
         if t.state.name == "PRUNED":
             assert t.user_attrs["steps"] == 20 and list(t.intermediate_values) == [20]

@@ -299,7 +299,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
             assert torch.isfinite(t).all(), name
 
 
-def test_colour_variant_per_model_generators_batched_and_resumed(small_prepared, tmp_path):
+def test_colour_variant_batched_and_resumed_from_the_counter_stream(small_prepared, tmp_path):
     params, prepared = _params(small_prepared, "train.steps=4", "train.checkpoint_every=2")
     prepared.dataset.variant = ColorVariant()  # colour dSprites, applied on the device
     configs = [dataclasses.replace(params.train, seed=s, beta=b) for s, b in [(0, 4.0), (1, 2.0)]]
@@ -308,13 +308,86 @@ def test_colour_variant_per_model_generators_batched_and_resumed(small_prepared,
     for cfg, res in zip(configs, batched, strict=True):
         alone = train(prepared, cfg, params.model, progress=False)
         _assert_same_training(_state(alone.model), _state(res.model), cfg.steps, cfg.lr)
-    # The variant's generator state is checkpointed: a resumed run draws the same colours.
+    # The colours come from the counter stream (the step counter is checkpointed): a resumed
+    # run draws the same colours.
     first = dataclasses.replace(configs[1], steps=2)
     train(prepared, first, params.model, progress=False, checkpoint_dir=tmp_path)
     resumed = train(prepared, configs[1], params.model, progress=False, checkpoint_dir=tmp_path)
     fresh = train(prepared, configs[1], params.model, progress=False)
     assert resumed.stats["resumed_from_step"] == 2
     assert _max_diff(_state(resumed.model), _state(fresh.model)) == 0.0
+
+
+def test_variant_draws_come_from_the_counter_stream(small_prepared):
+    """Colour / noise uniforms are a function of (model's variant key, step) only: the same in a
+    batched draw as alone, different for another seed or step (no torch generator state: the
+    eager, compiled, graph-replayed and resumed steps see the same colours)."""
+    from semidisent.data.variants import NoisyVariant
+    from semidisent.training.rng import make_key
+    from semidisent.training.step import VARIANT_STREAM
+
+    _, prepared = _params(small_prepared)
+
+    def images(data: DeviceData, k: torch.Tensor, dk: torch.Tensor, st: torch.Tensor) -> tuple:
+        b = data.apply_variant(data.draw(dk, st), k, st)
+        return b.x_u, b.x_l
+
+    for variant in (ColorVariant(), NoisyVariant()):
+        prepared.dataset.variant = variant
+        data = DeviceData(prepared.dataset, prepared.mask, torch.device("cpu"), 8, 4, 10)
+        keys = torch.tensor([make_key(s, VARIANT_STREAM) for s in (0, 1)])
+        data_keys = torch.tensor([make_key(s, 1) for s in (0, 1)])
+        step = torch.tensor(3)
+
+        both = images(data, keys, data_keys, step)
+        alone = images(data, keys[1:], data_keys[1:], step)
+        assert both[0].shape[2] == 3 and both[1].shape == (2, 4, 3, 64, 64)
+        assert torch.equal(both[0][1], alone[0][0]) and torch.equal(both[1][1], alone[1][0])
+        assert torch.equal(images(data, keys, data_keys, step)[0], both[0])  # no hidden state
+        assert not torch.equal(both[1][0], both[1][1])  # each model colours x_l its own way
+        assert not torch.equal(images(data, keys, data_keys, step + 1)[1], both[1])
+
+
+def test_training_in_stretches_equals_one_run(small_prepared, tmp_path):
+    """A GroupRun advanced to step 2, then 4, builds once and ends exactly where one
+    uninterrupted 4-step run ends (the search trains rung by rung this way); the stretches'
+    results carry status running until the run's length."""
+    from semidisent.training.trainer import GroupRun
+
+    params, prepared = _params(small_prepared, "train.steps=4", "train.checkpoint_every=2")
+    configs = [dataclasses.replace(params.train, seed=s) for s in (0, 1)]
+    whole = train_many(prepared, configs, params.model, progress=False)
+    group = GroupRun(prepared, configs, [0, 1], params.model, tmp_path, progress=False)
+    mid = group.advance(2)
+    assert [r.status for r in mid] == ["running", "running"] and mid[0].steps == 2
+    end = group.advance()
+    assert [r.status for r in end] == ["completed", "completed"]
+    for a, b in zip(whole, end, strict=True):
+        assert _max_diff(_state(a.model), _state(b.model)) == 0.0
+        assert [c["step"] for c in b.curves] == [2, 4]
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt"))[-1] == "ckpt-000000004.pt"
+
+
+def test_replay_check_accepts_the_same_step_and_refuses_another(small_prepared):
+    """fast.verify_replay (run after each CUDA graph capture) on CPU, with the eager step as the
+    "replay" (accepted) and a step of another learning rate (refused); the state is restored."""
+    from semidisent.training.fast import ReplayMismatchError, verify_replay
+    from semidisent.training.trainer import build_run
+
+    params, prepared = _params(small_prepared, "train.steps=4")
+    stepper = build_run(prepared, [params.train], params.model).stepper
+    before = {k: v.clone() for k, v in stepper.state_tensors().items()}
+    verify_replay(stepper, stepper.step_body, params.train.lr)
+
+    def other_lr() -> None:
+        stepper.lr.mul_(3.0)
+        stepper.step_body()
+        stepper.lr.div_(3.0)
+
+    with pytest.raises(ReplayMismatchError, match=r"eager step|differ"):
+        verify_replay(stepper, other_lr, params.train.lr)
+    for k, v in stepper.state_tensors().items():
+        assert torch.equal(v, before[k]), k
 
 
 @pytest.mark.slow
@@ -427,6 +500,32 @@ def test_fast_path_matches_eager_on_cuda(small_prepared):
 
 @pytest.mark.gpu
 @gpu
+def test_colour_variant_graph_eager_and_resumed_runs_draw_the_same_colours(
+    small_prepared, tmp_path
+):
+    """One counter stream for the variant in every path: the CUDA-graph run, the eager run and
+    a run resumed from a checkpoint end equal (float32, up to kernel rounding)."""
+    params, prepared = _params(
+        small_prepared, "train.steps=12", "train.device=cuda", "train.amp=off",
+        "train.checkpoint_every=6",
+    )  # fmt: skip
+    prepared.dataset.variant = ColorVariant()
+    fast = train(prepared, dataclasses.replace(params.train, fast="on"), params.model,
+                 progress=False)  # fmt: skip
+    assert fast.stats["cuda_graph"], fast.stats["fast_path_note"]
+    eager = train(prepared, dataclasses.replace(params.train, fast="off"), params.model,
+                  progress=False)  # fmt: skip
+    _assert_same_training(_state(eager.model), _state(fast.model), 12, params.train.lr, 0.05)
+    half = dataclasses.replace(params.train, fast="on", steps=6)
+    train(prepared, half, params.model, progress=False, checkpoint_dir=tmp_path)
+    resumed = train(prepared, dataclasses.replace(half, steps=12), params.model,
+                    progress=False, checkpoint_dir=tmp_path)  # fmt: skip
+    assert resumed.stats["resumed_from_step"] == 6
+    _assert_same_training(_state(fast.model), _state(resumed.model), 12, params.train.lr, 0.05)
+
+
+@pytest.mark.gpu
+@gpu
 def test_batched_fast_path_with_bf16_on_cuda(small_prepared):
     params, prepared = _params(small_prepared, "train.steps=20", "train.device=cuda")
     configs = [dataclasses.replace(params.train, seed=s, beta=b) for s, b in [(0, 1.0), (1, 8.0)]]
@@ -460,3 +559,28 @@ def test_full_dsprites_resident_under_4_gib_on_cuda():
     assert result.stats["cuda_graph"]
     assert result.stats["data_resident_bytes"] < 400 * 2**20
     assert result.stats["gpu_memory_peak_bytes"] < 4 * 2**30
+
+
+def test_device_auto_says_why_a_cuda_build_falls_back_to_the_cpu(monkeypatch, caplog):
+    """A CUDA build of torch on a machine whose driver is too old: auto trains on the CPU with a
+    warning naming the driver's reason; cuda refuses with the same reason in one line."""
+    from semidisent.training import runtime
+
+    def old_driver() -> None:
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 11040).")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "init", old_driver)
+    with caplog.at_level("WARNING", logger="semidisent.training.runtime"):
+        assert runtime.resolve_device("auto").type == "cpu"
+    assert "driver on your system is too old" in caplog.text and "CPU" in caplog.text
+    with pytest.raises(runtime.DeviceError) as err:
+        runtime.resolve_device("cuda")
+    assert "too old" in str(err.value) and "\n" not in str(err.value)
+    assert runtime.resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU-only build: CPU is expected, quiet
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="semidisent.training.runtime"):
+        assert runtime.resolve_device("auto").type == "cpu"
+    assert not caplog.text

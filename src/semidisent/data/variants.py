@@ -3,7 +3,9 @@
 A variant turns the stored grey image into the observation, drawing its randomness from the
 caller's RandomState in disentanglement_lib's order and shapes (NHWC draws), so that metric
 sampling can follow dlib's RNG stream exactly. ``apply_torch`` is the same transform on a device
-(training), with a torch generator: equal in distribution, not bit-equal.
+(training), from uniforms the caller draws (``uniform_shape`` of them per image): training
+draws them from its counter-based stream, so that eager, compiled, graph-replayed and resumed
+steps see the same numbers. Equal in distribution to ``apply``, not bit-equal.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ class Variant(abc.ABC):
         """x: float32 (N, 1, H, W) in [0, 1] -> float32 (N, channels, H, W)."""
 
     @abc.abstractmethod
-    def apply_torch(self, x, generator=None):
-        """The same transform on a torch tensor (N, 1, H, W) -> (N, channels, H, W)."""
+    def uniform_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The U(0, 1) values one image of ``apply_torch`` consumes."""
+
+    @abc.abstractmethod
+    def apply_torch(self, x, uniforms):
+        """The same transform on a torch tensor (N, 1, H, W) -> (N, channels, H, W), with
+        ``uniforms`` (N, *uniform_shape(H, W)) in (0, 1)."""
 
 
 class ColorVariant(Variant):
@@ -37,10 +44,11 @@ class ColorVariant(Variant):
         color = rng.uniform(0.5, 1.0, size=(n, 1, 1, 3)).astype(np.float32)  # dlib's NHWC draw
         return np.repeat(x, 3, axis=1) * color.transpose(0, 3, 1, 2)
 
-    def apply_torch(self, x, generator=None):
-        import torch
+    def uniform_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (3, 1, 1)
 
-        color = torch.rand((x.shape[0], 3, 1, 1), generator=generator, device=x.device) * 0.5 + 0.5
+    def apply_torch(self, x, uniforms):
+        color = uniforms * 0.5 + 0.5
         return x.expand(-1, 3, -1, -1) * color.to(x.dtype)
 
 
@@ -56,11 +64,13 @@ class NoisyVariant(Variant):
         noise = rng.uniform(0.0, 1.0, size=(n, h, w, 3)).astype(np.float32).transpose(0, 3, 1, 2)
         return np.minimum(np.repeat(x, 3, axis=1) + noise, 1.0)
 
-    def apply_torch(self, x, generator=None):
+    def uniform_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return (3, height, width)
+
+    def apply_torch(self, x, uniforms):
         import torch
 
-        noise = torch.rand((x.shape[0], 3, *x.shape[2:]), generator=generator, device=x.device)
-        return torch.clamp(x.expand(-1, 3, -1, -1) + noise.to(x.dtype), max=1.0)
+        return torch.clamp(x.expand(-1, 3, -1, -1) + uniforms.to(x.dtype), max=1.0)
 
 
 VARIANTS: dict[str, type[Variant]] = {"color": ColorVariant, "noisy": NoisyVariant}

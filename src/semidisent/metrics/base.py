@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from ..backends import ieee_float32
 from .utils import Mode, keep_heap, limit_threads
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,14 +63,16 @@ class MetricSettings:
 
 def thread_limited(fn: F) -> F:
     """Run a metric's compute function under ``limit_threads(settings.threads)`` (the default
-    settings' value when none are given) and ``keep_heap()``, whoever calls it."""
+    settings' value when none are given), ``keep_heap()`` and IEEE float32 kernels (no TF32,
+    no cuDNN autotuning, whatever training in the same process switched on:
+    :mod:`semidisent.backends`), whoever calls it."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         settings = signature.bind(*args, **kwargs).arguments.get("settings")
         threads = settings.threads if settings is not None else MetricSettings.threads
-        with limit_threads(threads), keep_heap():
+        with limit_threads(threads), keep_heap(), ieee_float32():
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

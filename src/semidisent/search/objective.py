@@ -83,6 +83,9 @@ class SearchContext:
     parent_run_id: str | None = None
     progress: bool = True
     told: list[int] = field(default_factory=list)  # trial numbers this call finished
+    # Device memory allocated after each rung (CUDA; None on CPU): one group is built per batch
+    # and advanced rung by rung, so it stays flat instead of growing per rung.
+    rung_memory: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -355,8 +358,11 @@ def _checkpoint_step(ckdir: Path) -> int:
 
 
 def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
-    """Train one group of compatible trials rung by rung; report, prune, complete."""
-    from ..training import NonFiniteLossError, train_many
+    """Train one group of compatible trials rung by rung; report, prune, complete. The group
+    is built once (data on the device, compiled step, CUDA graph) and advanced from rung to
+    rung; every rung ends in a checkpoint, which a re-queued batch resumes."""
+    from ..training import NonFiniteLossError
+    from ..training.trainer import GroupRun
 
     sp = ctx.params.search
     ckdir = _checkpoint_dir(ctx, runs)
@@ -377,22 +383,24 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
                 run.logged_step = step
         return [j for j in metrics if runs[j].done]
 
+    # Execution settings only: every rung ends in a checkpoint anyway, so more frequent ones
+    # would write K models' states (3 x 3 MB each) for little gain.
+    every = max(ctx.params.train.checkpoint_every, sp.steps // max(1, len(rung_steps(sp))))
+    configs = [dataclasses.replace(r.train, steps=sp.steps, checkpoint_every=every) for r in runs]
+    group = GroupRun(
+        ctx.prepared,
+        configs,
+        list(range(len(runs))),
+        ctx.params.model,
+        checkpoint_dir=ckdir,
+        progress=ctx.progress,
+    )
     for step in rungs:
         if all(r.done for r in runs):
             break
-        # Execution settings only: every report step ends in a checkpoint anyway, so more
-        # frequent ones would write K models' states (3 x 3 MB each) for little gain.
-        every = max(ctx.params.train.checkpoint_every, sp.steps // max(1, len(rung_steps(sp))))
-        configs = [dataclasses.replace(r.train, steps=step, checkpoint_every=every) for r in runs]
         try:
-            results = train_many(
-                ctx.prepared,
-                configs,
-                ctx.params.model,
-                checkpoint_dir=ckdir,
-                progress=ctx.progress,
-                callback=callback,
-            )
+            results = group.advance(step, callback)
+            ctx.rung_memory.append(results[0].stats.get("gpu_memory_allocated_bytes"))
         except NonFiniteLossError as e:  # a group of one (batched runs mask the model instead)
             for r in runs:
                 _finish(ctx, r, "FAIL", failure=f"diverged: {e}")

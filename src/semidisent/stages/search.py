@@ -54,6 +54,9 @@ class SearchSummary:
     registered: dict[str, Any] | None = None  # {"trial", "name", "version"}
     out_dir: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # search_summary.json
+    # CUDA memory allocated after each rung this call trained (None on CPU): flat = nothing
+    # re-uploaded or recaptured per rung.
+    rung_memory: list[int | None] = field(default_factory=list)
 
 
 def _tracking_uri(params: Params) -> str:
@@ -230,6 +233,7 @@ def run_search(
         heartbeat.close()
     result = summarize_study(params, out, parent_run_id=parent, _study=study)
     result.trials_run = list(ctx.told)
+    result.rung_memory = list(ctx.rung_memory)
     return result
 
 

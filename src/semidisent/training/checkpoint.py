@@ -1,12 +1,12 @@
 """Training checkpoints: atomic, resumable exactly, refused when the run's parameters differ.
 
 A checkpoint holds every mutable tensor of the run (parameters, Adam moments and counts, the step
-counter, the loss accumulator, the non-finite record, the active switches), the generator states
-(variant generators, the CUDA default generator), the loss curves so far and the run's
-*identity*: the parameters that determine the result (train keys except the execution-only ones
-in ``EXECUTION_KEYS``, model params, the prepared artifact's content and mask hashes, the
-resolved autocast dtype). Data indices and noise come from a counter-based generator driven by
-the step counter, so restoring the tensors restores the random streams too.
+counter, the loss accumulator, the non-finite record, the active switches), the loss curves so
+far and the run's *identity*: the parameters that determine the result (train keys except the
+execution-only ones in ``EXECUTION_KEYS``, model params, the prepared artifact's content and
+mask hashes, the resolved autocast dtype). Data indices, noise and the variants' colours come from a
+counter-based generator driven by the step counter, so restoring the tensors restores every
+random stream too.
 
 Files are written to a temporary name, fsynced and renamed (``checkpoints/ckpt-<step>.pt``), so
 a kill at any moment leaves either the previous or the new checkpoint, never a torn one; the

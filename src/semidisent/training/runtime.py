@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 
@@ -9,21 +10,41 @@ import torch
 
 from ..errors import SemidisentError
 
+log = logging.getLogger(__name__)
+
 
 class DeviceError(SemidisentError):
     """The requested device is not available."""
 
 
+def cuda_unusable_reason() -> str | None:
+    """Why CUDA cannot be used by this process (None when it can): no CUDA build of torch, or
+    the driver's or runtime's own error (e.g. a driver too old for the installed CUDA build)."""
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as e:  # the driver's message is the useful part
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}): {str(e).strip()}"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device"
+
+
 def resolve_device(setting: str) -> torch.device:
-    """train.device: auto (CUDA when present), cpu, cuda."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(
-            "train.device = 'cuda' but no CUDA device is visible to torch "
-            f"{torch.__version__}; use train.device=auto or cpu"
-        )
-    return torch.device(setting)
+    """train.device: auto (CUDA when usable), cpu, cuda. ``auto`` on a CUDA build of torch that
+    cannot use the GPU (driver too old, no device visible) says so loudly before falling back
+    to the CPU; ``cuda`` refuses with the reason."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    reason = cuda_unusable_reason()
+    if reason is None:
+        return torch.device(setting if setting != "auto" else "cuda")
+    if setting == "cuda":
+        raise DeviceError(f"train.device = 'cuda' but CUDA is not usable: {reason}")
+    if torch.version.cuda is not None:  # a GPU build that cannot use a GPU: likely unintended
+        log.warning("train.device = auto: CUDA is not usable (%s); training on the CPU", reason)
+    return torch.device("cpu")
 
 
 def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:

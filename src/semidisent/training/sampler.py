@@ -11,11 +11,11 @@ Sampling follows disentanglement_lib's semi-supervised input pipeline:
   Validation rows are never uploaded to the device.
 
 Binary datasets (dSprites) stay bit-packed on the device (737,280 images: 377 MB); the B sampled
-rows are unpacked with shifts and masks on the device. Indices and Gaussian noise come from the
-counter-based generator in :mod:`.rng`, keyed per model, so drawing a batch needs no host
-round trip and no generator state. Variants (colour / noisy dSprites) are applied on the device
-with ``dataset.variant.apply_torch`` (a torch generator per model in eager mode; the device's
-default generator in a captured CUDA graph, where it is graph-safe).
+rows are unpacked with shifts and masks on the device. Indices, Gaussian noise and the
+variants' uniforms (colour / noisy dSprites, ``dataset.variant.apply_torch``) come from the
+counter-based generator in :mod:`.rng`, keyed per model (the variant with a key of its own), so
+drawing a batch needs no host round trip and no generator state, and eager, compiled,
+graph-replayed and resumed steps draw the same numbers.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ class DeviceData:
         # Layout of one step's random values per model: [indices | eps_u | eps_l | u_rep].
         self._split = (b, b * lat, bl * lat, bl * f)
         self._counters = counter_constants(sum(self._split), device)
+        if self.variant is not None:
+            self._variant_shape = self.variant.uniform_shape(*self.observation_shape[1:])
+            per_image = int(np.prod(self._variant_shape))
+            self._variant_split = (b * per_image, bl * per_image)
+            self._variant_counters = counter_constants(sum(self._variant_split), device)
         self._positions = torch.arange(bl, dtype=torch.int64, device=device)
         self._shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
 
@@ -135,22 +140,20 @@ class DeviceData:
             u_rep=to_uniform(r_u).view(k, bl, f),
         )
 
-    def apply_variant(self, batch: Batch, generators: list[torch.Generator] | None) -> Batch:
-        """Colour / noise on the device: per model with its own generator (eager), or with the
-        device's default generator (``generators`` None: inside a CUDA graph)."""
+    def apply_variant(self, batch: Batch, keys: torch.Tensor, step: torch.Tensor) -> Batch:
+        """Colour / noise on the device, from the counter-based stream of each model's variant
+        key (``keys`` (K,)) at this step: the labelled batch gets its own draws per model."""
         if self.variant is None:
             return batch
         k = batch.x_u.shape[0]
-        if generators is None:
-            x_u = self.variant.apply_torch(batch.x_u.flatten(0, 1)).view(
-                k, -1, *self.observation_shape
-            )
-            x_l = self.variant.apply_torch(batch.x_l.repeat(k, 1, 1, 1)).view(
-                k, -1, *self.observation_shape
-            )
-        else:
-            x_u = torch.stack(
-                [self.variant.apply_torch(batch.x_u[i], g) for i, g in enumerate(generators)]
-            )
-            x_l = torch.stack([self.variant.apply_torch(batch.x_l, g) for g in generators])
+        bits = random_bits(keys, step, self._variant_counters)
+        u_u, u_l = (to_uniform(r) for r in torch.split(bits, self._variant_split, dim=1))
+        shape = self._variant_shape
+        x_u = self.variant.apply_torch(batch.x_u.flatten(0, 1), u_u.reshape(-1, *shape)).view(
+            k, -1, *self.observation_shape
+        )
+        x_l = batch.x_l if batch.x_l.dim() == 4 else batch.x_l[0]
+        x_l = self.variant.apply_torch(x_l.repeat(k, 1, 1, 1), u_l.reshape(-1, *shape)).view(
+            k, -1, *self.observation_shape
+        )
         return batch._replace(x_u=x_u, x_l=x_l)

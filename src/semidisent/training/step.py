@@ -166,24 +166,18 @@ class Stepper:
         self.gamma_threshold = vec([c.gamma_threshold for c in configs], torch.int64)
         self.rate = vec([c.replacement_rate for c in configs])
         self.lr = vec([c.lr for c in configs])
-        self.generators: list[torch.Generator] | None = None
-        if data.variant is not None:
-            self.generators = [
-                torch.Generator(device=device).manual_seed(make_key(c.seed, VARIANT_STREAM))
-                for c in configs
-            ]
+        self.variant_keys = vec([make_key(c.seed, VARIANT_STREAM) for c in configs], torch.int64)
         # Replaced by compiled versions on the fast path (see .fast).
         self.draw = data.draw
         self.forward = model.forward
         self.update = adam_step
-        self.in_graph = False  # inside a CUDA graph: variants use the default generator
         self.graph: torch.cuda.CUDAGraph | None = None
 
     # -- the step ---------------------------------------------------------------------------
     def step_body(self) -> None:
         """One training step of every model, in place, with no host synchronisation."""
         batch = self.draw(self.keys, self.step)
-        batch = self.data.apply_variant(batch, None if self.in_graph else self.generators)
+        batch = self.data.apply_variant(batch, self.variant_keys, self.step)
         gamma = gamma_at(self.step, self.gamma, self.gamma_code, self.gamma_threshold)
         losses, stats = self.forward(self.params, batch, self.beta, gamma, self.rate)
         names = list(self.params)
@@ -245,13 +239,9 @@ class Stepper:
         return out
 
     def state_dict(self) -> dict:
-        state = {
-            "tensors": {k: v.detach().cpu().clone() for k, v in self.state_tensors().items()},
-            "generators": [g.get_state() for g in self.generators] if self.generators else [],
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+        # Every random number of the step comes from the counter-based stream (the step
+        # counter is one of these tensors): no generator state to save.
+        return {"tensors": {k: v.detach().cpu().clone() for k, v in self.state_tensors().items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Copy a saved state into the existing tensors (in place: a captured graph stays valid)."""
@@ -262,11 +252,6 @@ class Stepper:
         with torch.no_grad():
             for k, v in tensors.items():
                 v.copy_(state["tensors"][k].to(v.device))
-        if self.generators:
-            for g, s in zip(self.generators, state["generators"], strict=True):
-                g.set_state(s)
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     @property
     def step_count(self) -> int:

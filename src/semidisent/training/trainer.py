@@ -21,6 +21,7 @@ compiled step and the CUDA graph remain valid; its result is the model as it was
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -35,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..artifacts.prepared import Prepared
+from ..backends import fast_training_kernels
 from ..config.schema import ModelParams, TrainParams
 from ..errors import SemidisentError
 from ..models.vae import VAE
@@ -201,6 +203,257 @@ def build_run(prepared: Prepared, configs: Sequence[TrainParams], model_params: 
     return Run(stepper, device, amp, resolve_fast(first.fast, device), labelled_batch)
 
 
+class GroupRun:
+    """One group of compatible configurations, built once (models, device-resident data, the
+    compiled step and its CUDA graph) and trained in one or more stretches: :meth:`advance`
+    trains to a step and returns the models as they are there. A search trains a batch rung by
+    rung this way without re-uploading the data, recompiling or recapturing per rung.
+
+    With ``checkpoint_dir`` it resumes from the newest checkpoint there and writes one at the
+    end of every stretch (and every ``checkpoint_every`` steps). The configurations' ``steps``
+    is the run's length; stretches end at or before it.
+    """
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        configs: Sequence[TrainParams],
+        indices: Sequence[int],
+        model_params: ModelParams,
+        checkpoint_dir: str | Path | None = None,
+        tracker: Tracker = NULL_TRACKER,
+        progress: bool = True,
+    ):
+        t0 = time.perf_counter()
+        self.configs, self.indices = list(configs), list(indices)
+        self.tracker, self.progress = tracker, progress
+        self.k = k = len(configs)
+        run = build_run(prepared, configs, model_params)
+        self.stepper, self.device, self.amp = run.stepper, run.device, run.amp
+        self.labelled_batch = run.labelled_batch_size
+        self.amp_name = "bf16" if run.amp is not None else "off"
+        mask = prepared.mask
+        self.identity = run_identity(
+            configs, model_params, prepared.data_hash, mask.digest(), self.amp_name
+        )
+        self.ckpt = CheckpointDir(checkpoint_dir) if checkpoint_dir is not None else None
+        self.curves: list[list[dict[str, float]]] = [[] for _ in range(k)]
+        self.status = ["running"] * k
+        self.messages = [""] * k
+        self.stopped_at: list[int | None] = [None] * k
+        self.window_start = 0
+        self.last_ckpt: tuple[Path, int] | None = None
+        if self.ckpt is not None and (found := self.ckpt.latest()) is not None:
+            path, payload = found
+            check_resumable(path, payload, self.identity, configs[0].steps)
+            self.stepper.load_state_dict(payload["state"])
+            self.curves = payload["curves"]
+            self.status, self.messages = payload["status"], payload["messages"]
+            self.stopped_at = payload["stopped_at"]
+            self.window_start = payload["window_start"]
+            self.last_ckpt = (path, payload["step"])
+            log.info("resuming from %s (step %d)", path, payload["step"])
+        self.s = self.resumed_from = self.stepper.step_count
+        self.fast = run.fast
+        self.fast_info: dict[str, Any] = {"compiled": False, "cuda_graph": False}
+        if run.fast:
+            with self._kernels():
+                self.fast_info = enable_fast(self.stepper)
+        self.setup_s = time.perf_counter() - t0
+
+    def _kernels(self) -> contextlib.AbstractContextManager[None]:
+        """TF32 and cuDNN autotuning while the fast step runs on CUDA, restored afterwards."""
+        if self.device.type == "cuda" and self.fast:
+            return fast_training_kernels()
+        return contextlib.nullcontext()
+
+    # -- checkpoints and the non-finite record ------------------------------------------------
+    def _save_checkpoint(self) -> None:
+        assert self.ckpt is not None
+        payload = {
+            "identity": self.identity,
+            "state": self.stepper.state_dict(),
+            "curves": self.curves,
+            "status": self.status,
+            "messages": self.messages,
+            "stopped_at": self.stopped_at,
+            "window_start": self.window_start,
+        }
+        self.last_ckpt = (self.ckpt.save(self.s, payload), self.s)
+
+    def _check_finite(self, bar: Any) -> None:
+        bad = self.stepper.read_bad_steps()
+        for j in range(self.k):
+            if bad[j] < 0 or self.status[j] != "running":
+                continue
+            where = (
+                f"the last good checkpoint is {self.last_ckpt[0]} (step {self.last_ckpt[1]})"
+                if self.last_ckpt
+                else "no checkpoint was written before it"
+            )
+            cfg = self.configs[j]
+            msg = (
+                f"non-finite loss at training step {int(bad[j]) + 1} (of {cfg.steps}) "
+                f"with beta = {cfg.beta}, lr = {cfg.lr}, "
+                f"replacement_rate = {cfg.replacement_rate}; the run stopped and {where}"
+            )
+            if self.k == 1:
+                bar.close()
+                raise NonFiniteLossError(msg)
+            self.status[j], self.messages[j], self.stopped_at[j] = "diverged", msg, int(bad[j])
+            self.stepper.deactivate(j)
+            log.warning("model %d: %s", self.indices[j], msg)
+
+    # -- training -----------------------------------------------------------------------------
+    def advance(
+        self, to_step: int | None = None, callback: Callback | None = None
+    ) -> list[TrainResult]:
+        """Train every running model to ``to_step`` (default: the run's length); the results
+        are the models at the step reached."""
+        steps = self.configs[0].steps if to_step is None else min(to_step, self.configs[0].steps)
+        t0 = time.perf_counter()
+        start = self.s
+        with self._kernels():
+            loop_s, timing = self._loop(steps, callback)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if self.s - self.window_start > 0:  # every model stopped between log steps
+            self.stepper.read_window(self.s - self.window_start)
+            self.window_start = self.s
+        if self.ckpt is not None and (self.last_ckpt is None or self.last_ckpt[1] != self.s):
+            self._save_checkpoint()
+        wall_s = time.perf_counter() - t0 + (self.setup_s if start == self.resumed_from else 0.0)
+        return self._results(start, loop_s, timing, wall_s)
+
+    def _loop(self, steps: int, callback: Callback | None) -> tuple[float, dict[str, float]]:
+        k, stepper, s = self.k, self.stepper, self.s
+        first = self.configs[0]
+        log_every, ckpt_every = first.log_every, first.checkpoint_every
+        desc = "train" if k == 1 else f"train x{k}"
+        bar = tqdm(total=steps, initial=s, desc=desc, unit="step", disable=not self.progress)
+        t_loop = time.perf_counter()
+        timing: dict[str, float] = {}
+        while s < steps and "running" in self.status:
+            stepper.run()
+            s += 1
+            self.s = s
+            bar.update(1)
+            at_log = s % log_every == 0 or s == steps
+            at_ckpt = self.ckpt is not None and (s % ckpt_every == 0 or s == steps)
+            if not (at_log or at_ckpt):
+                continue
+            if at_log:
+                values = stepper.read_window(s - self.window_start)
+                self.window_start = s
+                self._check_finite(bar)
+                now = time.perf_counter()
+                if "first_log_t" not in timing:
+                    timing["first_log_t"], timing["first_log_step"] = now, s
+                self._report(s, values, bar, callback)
+            if at_ckpt:
+                self._check_finite(bar)
+                self._save_checkpoint()
+        bar.close()
+        timing["end_t"] = time.perf_counter()
+        return timing["end_t"] - t_loop, timing
+
+    def _report(self, s: int, values: np.ndarray, bar: Any, callback: Callback | None) -> None:
+        live = [j for j in range(self.k) if self.status[j] == "running"]
+        reported: dict[int, dict[str, float]] = {}
+        for j in live:
+            m = _metrics(values[j])
+            self.curves[j].append({"step": s, **m})
+            reported[self.indices[j]] = m
+        if not reported:
+            return
+        prefix = (lambda j: "train") if self.k == 1 else (lambda j: f"train/m{j}")
+        self.tracker.log_metrics(
+            {f"{prefix(j)}/{n}": v for j, m in reported.items() for n, v in m.items()}, step=s
+        )
+        bar.set_postfix(loss=f"{float(np.mean([m['loss'] for m in reported.values()])):.2f}",
+                        refresh=False)  # fmt: skip
+        if callback is None:
+            return
+        for idx in callback(s, reported) or ():
+            if idx not in reported:  # not a model of this group, or not running
+                continue
+            j = self.indices.index(idx)
+            if self.status[j] == "running":
+                self.status[j], self.stopped_at[j] = "stopped", s
+                self.messages[j] = f"stopped by the callback at step {s}"
+                self.stepper.deactivate(j)
+
+    def _results(
+        self, start: int, loop_s: float, timing: dict[str, float], wall_s: float
+    ) -> list[TrainResult]:
+        s, k, first = self.s, self.k, self.configs[0]
+        trained = s - start
+        steady_steps = s - timing.get("first_log_step", s)
+        steady_s = timing["end_t"] - timing.get("first_log_t", timing["end_t"])
+        steps_per_s: float | None = None  # None when nothing was trained (a finished run)
+        if steady_steps > 0 and steady_s > 0:
+            steps_per_s = steady_steps / steady_s
+        elif trained and loop_s > 0:
+            steps_per_s = trained / loop_s
+        per_step_images = first.batch_size + self.labelled_batch
+        group_stats: dict[str, Any] = {
+            "device": device_name(self.device),
+            "device_type": self.device.type,
+            "torch_version": torch.__version__,
+            "fast_path": self.fast_info["compiled"],
+            "cuda_graph": self.fast_info["cuda_graph"],
+            "fast_path_note": self.fast_info.get("fast_path_note", ""),
+            "amp": self.amp_name,
+            "batched_models": k,
+            "batch_size": first.batch_size,
+            "labelled_batch_size": self.labelled_batch,
+            "resumed_from_step": self.resumed_from,
+            "steps_run": trained,
+            "setup_s": self.setup_s,
+            "train_s": loop_s,
+            "wall_s": wall_s,
+            "steps_per_s": steps_per_s,
+            "model_steps_per_s": steps_per_s * k if steps_per_s else None,
+            "images_per_s": steps_per_s * k * per_step_images if steps_per_s else None,
+            "data_resident_bytes": self.stepper.data.resident_bytes,
+        }
+        if self.device.type == "cuda":
+            group_stats["gpu_memory_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            group_stats["gpu_memory_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
+        results = []
+        for j, (module, cfg) in enumerate(zip(self.stepper.models(), self.configs, strict=True)):
+            st = "completed" if self.status[j] == "running" else self.status[j]
+            if st == "completed" and s < cfg.steps:
+                st = "running"  # a stretch ended before the run's length
+            final = self.curves[j][-1] if self.curves[j] else {}
+            stats = {
+                **group_stats,
+                "status": st,
+                "steps": self.stopped_at[j] if self.stopped_at[j] is not None else s,
+                "final_losses": {n: final[n] for n in STAT_NAMES} if final else {},
+                "mean_losses": _mean_losses(self.curves[j]),
+            }
+            ok = st != "diverged"
+            results.append(
+                TrainResult(
+                    index=self.indices[j],
+                    params=cfg,
+                    status=st,
+                    steps=stats["steps"],
+                    model=module.vae if ok else None,
+                    objective_state=module.objective_state() if ok else {},
+                    curves=list(self.curves[j]),
+                    stats=stats,
+                    message=self.messages[j],
+                )
+            )
+        if k == 1 and results[0].stats["final_losses"]:
+            loss = results[0].stats["final_losses"]["loss"]
+            if not math.isfinite(loss):  # cannot happen: check_finite raised; keep the invariant
+                raise NonFiniteLossError(f"final loss is {loss}")
+        return results
+
+
 def _train_group(
     prepared: Prepared,
     configs: Sequence[TrainParams],
@@ -211,193 +464,5 @@ def _train_group(
     progress: bool,
     callback: Callback | None,
 ) -> list[TrainResult]:
-    t0 = time.perf_counter()
-    first = configs[0]
-    k = len(configs)
-    run = build_run(prepared, configs, model_params)
-    stepper, device, amp, fast = run.stepper, run.device, run.amp, run.fast
-    labelled_batch, mask, data = run.labelled_batch_size, prepared.mask, stepper.data
-
-    amp_name = "bf16" if amp is not None else "off"
-    identity = run_identity(
-        configs, model_params, prepared.data_hash, mask.digest(), amp_name
-    )  # fmt: skip
-    ckpt = CheckpointDir(checkpoint_dir) if checkpoint_dir is not None else None
-    curves: list[list[dict[str, float]]] = [[] for _ in range(k)]
-    status = ["running"] * k
-    messages = [""] * k
-    stopped_at: list[int | None] = [None] * k
-    window_start = 0
-    last_ckpt: tuple[Path, int] | None = None
-    if ckpt is not None and (found := ckpt.latest()) is not None:
-        path, payload = found
-        check_resumable(path, payload, identity, first.steps)
-        stepper.load_state_dict(payload["state"])
-        curves = payload["curves"]
-        status, messages, stopped_at = payload["status"], payload["messages"], payload["stopped_at"]
-        window_start = payload["window_start"]
-        last_ckpt = (path, payload["step"])
-        log.info("resuming from %s (step %d)", path, payload["step"])
-    start = stepper.step_count
-    fast_info = {"compiled": False, "cuda_graph": False}
-    if fast:
-        fast_info = enable_fast(stepper)
-    setup_s = time.perf_counter() - t0
-
-    steps, log_every = first.steps, first.log_every
-    ckpt_every = first.checkpoint_every
-    desc = "train" if k == 1 else f"train x{k}"
-    bar = tqdm(total=steps, initial=start, desc=desc, unit="step", disable=not progress)
-    t_loop = time.perf_counter()
-    timing: dict[str, float] = {}
-    s = start
-
-    def save_checkpoint() -> None:
-        nonlocal last_ckpt
-        assert ckpt is not None
-        payload = {
-            "identity": identity,
-            "state": stepper.state_dict(),
-            "curves": curves,
-            "status": status,
-            "messages": messages,
-            "stopped_at": stopped_at,
-            "window_start": window_start,
-        }
-        last_ckpt = (ckpt.save(s, payload), s)
-
-    def check_finite() -> None:
-        bad = stepper.read_bad_steps()
-        for j in range(k):
-            if bad[j] < 0 or status[j] != "running":
-                continue
-            where = (
-                f"the last good checkpoint is {last_ckpt[0]} (step {last_ckpt[1]})"
-                if last_ckpt
-                else "no checkpoint was written before it"
-            )
-            msg = (
-                f"non-finite loss at training step {int(bad[j]) + 1} (of {steps}) "
-                f"with beta = {configs[j].beta}, lr = {configs[j].lr}, "
-                f"replacement_rate = {configs[j].replacement_rate}; the run stopped and {where}"
-            )
-            if k == 1:
-                bar.close()
-                raise NonFiniteLossError(msg)
-            status[j], messages[j], stopped_at[j] = "diverged", msg, int(bad[j])
-            stepper.deactivate(j)
-            log.warning("model %d: %s", indices[j], msg)
-
-    while s < steps and "running" in status:
-        stepper.run()
-        s += 1
-        bar.update(1)
-        at_log = s % log_every == 0 or s == steps
-        at_ckpt = ckpt is not None and (s % ckpt_every == 0 or s == steps)
-        if not (at_log or at_ckpt):
-            continue
-        if at_log:
-            values = stepper.read_window(s - window_start)
-            window_start = s
-            check_finite()
-            now = time.perf_counter()
-            if "first_log_t" not in timing:
-                timing["first_log_t"], timing["first_log_step"] = now, s
-            live = [j for j in range(k) if status[j] == "running"]
-            reported: dict[int, dict[str, float]] = {}
-            for j in live:
-                m = _metrics(values[j])
-                curves[j].append({"step": s, **m})
-                reported[indices[j]] = m
-            if reported:
-                prefix = (lambda j: "train") if k == 1 else (lambda j: f"train/m{j}")
-                tracker.log_metrics(
-                    {f"{prefix(j)}/{n}": v for j, m in reported.items() for n, v in m.items()},
-                    step=s,
-                )
-                mean_loss = float(np.mean([m["loss"] for m in reported.values()]))
-                bar.set_postfix(loss=f"{mean_loss:.2f}", refresh=False)
-            if callback is not None and reported:
-                for idx in callback(s, reported) or ():
-                    if idx not in reported:  # not a model of this group, or not running
-                        continue
-                    j = list(indices).index(idx)
-                    if status[j] == "running":
-                        status[j], stopped_at[j] = "stopped", s
-                        messages[j] = f"stopped by the callback at step {s}"
-                        stepper.deactivate(j)
-        if at_ckpt:
-            check_finite()
-            save_checkpoint()
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t_end = time.perf_counter()
-    if s - window_start > 0:  # every model stopped between log steps
-        stepper.read_window(s - window_start)
-    if ckpt is not None and (last_ckpt is None or last_ckpt[1] != s):
-        save_checkpoint()
-
-    # -- results --------------------------------------------------------------------------
-    trained = s - start
-    loop_s = t_end - t_loop
-    steady_steps = s - timing.get("first_log_step", s)
-    steady_s = t_end - timing.get("first_log_t", t_end)
-    steps_per_s: float | None = None  # None when nothing was trained (resumed a finished run)
-    if steady_steps > 0 and steady_s > 0:
-        steps_per_s = steady_steps / steady_s
-    elif trained and loop_s > 0:
-        steps_per_s = trained / loop_s
-    per_step_images = first.batch_size + labelled_batch
-    group_stats: dict[str, Any] = {
-        "device": device_name(device),
-        "device_type": device.type,
-        "torch_version": torch.__version__,
-        "fast_path": fast_info["compiled"],
-        "cuda_graph": fast_info["cuda_graph"],
-        "amp": amp_name,
-        "batched_models": k,
-        "batch_size": first.batch_size,
-        "labelled_batch_size": labelled_batch,
-        "resumed_from_step": start,
-        "steps_run": trained,
-        "setup_s": setup_s,
-        "train_s": loop_s,
-        "wall_s": time.perf_counter() - t0,
-        "steps_per_s": steps_per_s,
-        "model_steps_per_s": steps_per_s * k if steps_per_s else None,
-        "images_per_s": steps_per_s * k * per_step_images if steps_per_s else None,
-        "data_resident_bytes": data.resident_bytes,
-    }
-    if device.type == "cuda":
-        group_stats["gpu_memory_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-    results = []
-    for j, (module, cfg) in enumerate(zip(stepper.models(), configs, strict=True)):
-        st = "completed" if status[j] == "running" else status[j]
-        final = curves[j][-1] if curves[j] else {}
-        stats = {
-            **group_stats,
-            "status": st,
-            "steps": stopped_at[j] if stopped_at[j] is not None else s,
-            "final_losses": {n: final[n] for n in STAT_NAMES} if final else {},
-            "mean_losses": _mean_losses(curves[j]),
-        }
-        ok = st != "diverged"
-        results.append(
-            TrainResult(
-                index=indices[j],
-                params=cfg,
-                status=st,
-                steps=stats["steps"],
-                model=module.vae if ok else None,
-                objective_state=module.objective_state() if ok else {},
-                curves=curves[j],
-                stats=stats,
-                message=messages[j],
-            )
-        )
-    if k == 1 and results[0].stats["final_losses"]:
-        loss = results[0].stats["final_losses"]["loss"]
-        if not math.isfinite(loss):  # cannot happen: check_finite raised; keep the invariant
-            raise NonFiniteLossError(f"final loss is {loss}")
-    return results
+    group = GroupRun(prepared, configs, indices, model_params, checkpoint_dir, tracker, progress)
+    return group.advance(callback=callback)
