@@ -435,6 +435,12 @@ def _model(
     return SemiSupervisedVAE(VAE(VAEConfig(num_latent=4)), cfg)
 
 
+def _run(model, x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, rate):
+    """The objective with gamma_sup(s) given (the trainer's forward evaluates the schedule)."""
+    hyper = {"beta": torch.as_tensor(beta)}
+    return model.objective(x_u, x_l, y, obs, eps_u, eps_l, u, hyper, gamma, rate)
+
+
 def _grads(model, loss):
     return torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
 
@@ -446,7 +452,7 @@ def test_rate_zero_is_exactly_the_semi_supervised_objective(loss_name, decode_la
     model = _model(loss_name, decode_labelled)
     x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch()
     beta, gamma = torch.tensor(4.0), torch.tensor(0.7)
-    loss, stats = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, torch.tensor(0.0))
+    loss, stats = _run(model, x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, torch.tensor(0.0))
 
     vae = model.vae
     mean, log_var = vae.encode(x_u)
@@ -470,8 +476,8 @@ def test_rate_one_adds_the_reconstruction_of_replaced_labelled_points():
     x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch(seed=1)
     beta, gamma = torch.tensor(2.0), torch.tensor(1.0)
     zero = torch.tensor(0.0)
-    base, _ = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
-    loss, stats = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, torch.tensor(1.0))
+    base, _ = _run(model, x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
+    loss, stats = _run(model, x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, torch.tensor(1.0))
 
     vae = model.vae
     mean_l, log_var_l = vae.encode(x_l)
@@ -496,8 +502,8 @@ def test_labelled_recon_all_at_rate_zero_adds_the_plain_elbo_of_the_labelled_bat
     model = _model(loss_name, labelled_recon="all", labelled_weight=weight)
     x_u, x_l, y, obs, eps_u, eps_l, u = _tiny_batch(seed=3)
     beta, gamma, zero = torch.tensor(4.0), torch.tensor(0.7), torch.tensor(0.0)
-    loss, stats = model(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
-    base, _ = _model(loss_name)(x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
+    loss, stats = _run(model, x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
+    base, _ = _run(_model(loss_name), x_u, x_l, y, obs, eps_u, eps_l, u, beta, gamma, zero)
 
     vae = model.vae
     mean_l, log_var_l = vae.encode(x_l)
@@ -515,9 +521,9 @@ def test_labelled_recon_modes_agree_when_every_example_is_replaced():
     "replaced" and "all" decode the same examples; labelled_weight scales the term."""
     batch = _tiny_batch(seed=4)
     args = (*batch, torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0))
-    replaced = _model("xent")(*args)[1]
-    every = _model("xent", labelled_recon="all")(*args)[1]
-    half = _model("xent", labelled_recon="all", labelled_weight=0.5)(*args)[1]
+    replaced = _run(_model("xent"), *args)[1]
+    every = _run(_model("xent", labelled_recon="all"), *args)[1]
+    half = _run(_model("xent", labelled_recon="all", labelled_weight=0.5), *args)[1]
     assert every[4].item() == pytest.approx(replaced[4].item(), rel=1e-6)
     assert half[4].item() == pytest.approx(0.5 * every[4].item(), rel=1e-6)
 
@@ -543,7 +549,9 @@ def test_no_encoder_gradient_through_a_replaced_entry(noise, labelled_recon, uni
                 captured[name] = t
 
     handle = model.vae.encoder.register_forward_hook(hook)
-    loss, _ = model(x_u, x_l, y, obs, eps_u, eps_l, u, 4.0, torch.tensor(0.0), torch.tensor(rate))
+    loss, _ = _run(
+        model, x_u, x_l, y, obs, eps_u, eps_l, u, 4.0, torch.tensor(0.0), torch.tensor(rate)
+    )
     handle.remove()
     loss.backward()
     decoded = mask.any(1) if labelled_recon == "replaced" else torch.ones(6, dtype=torch.bool)

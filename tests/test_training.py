@@ -380,9 +380,9 @@ def test_replay_check_accepts_the_same_step_and_refuses_another(small_prepared):
     verify_replay(stepper, stepper.step_body, params.train.lr)
 
     def other_lr() -> None:
-        stepper.lr.mul_(3.0)
+        stepper.lr["model"].mul_(3.0)
         stepper.step_body()
-        stepper.lr.div_(3.0)
+        stepper.lr["model"].div_(3.0)
 
     with pytest.raises(ReplayMismatchError, match=r"eager step|differ"):
         verify_replay(stepper, other_lr, params.train.lr)

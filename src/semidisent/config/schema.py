@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from ..data.catalog import CATALOG, dataset_info
 from ..errors import ParamsError
+from ..methods.names import METHOD_NAMES
+from ..methods.s2.params import AnnealedVAEParams, DIPVAEParams, FactorVAEParams, MineVAEParams
 from ..metrics.names import FEW_LABEL_NAMES, METRIC_NAMES
 from .validation import (
     all_of,
@@ -93,11 +95,17 @@ class SupervisionParams:
             )
 
 
+def _known_method(v: Any) -> str | None:
+    return None if v in METHOD_NAMES else "one of " + ", ".join(METHOD_NAMES)
+
+
 @dataclass(frozen=True)
 class ModelParams:
-    """The VAE (METHODS.md section 3)."""
+    """The model family (docs/architecture.md) and its VAE (METHODS.md section 3)."""
 
-    name: Literal["s2vae"] = "s2vae"
+    # The family: s2vae (the semi-supervised beta-VAE) or another member of disentanglement_lib's
+    # semi-supervised family; a family with keys of its own reads them from its section.
+    name: str = field(default="s2vae", metadata=check(_known_method))
     num_latent: int = field(default=10, metadata=check(positive))
     # Kernel of encoder convs 3-4: 4 as in the paper, 2 as in disentanglement_lib's code.
     encoder_kernel: Literal[4, 2] = 4
@@ -321,11 +329,20 @@ class TrackingParams:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+# The sections of the model families that have keys of their own, named after model.name.
+METHOD_SECTIONS = {
+    "s2_factor_vae": FactorVAEParams,
+    "s2_dip_vae": DIPVAEParams,
+    "s2_annealed_vae": AnnealedVAEParams,
+    "s2_mine_vae": MineVAEParams,
+}
+
 SECTIONS = {
     "data": DataParams,
     "supervision": SupervisionParams,
     "model": ModelParams,
     "train": TrainParams,
+    **METHOD_SECTIONS,
     "eval": EvalParams,
     "search": SearchParams,
     "tracking": TrackingParams,
@@ -338,6 +355,10 @@ class Params:
     supervision: SupervisionParams = field(default_factory=SupervisionParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    s2_factor_vae: FactorVAEParams = field(default_factory=FactorVAEParams)
+    s2_dip_vae: DIPVAEParams = field(default_factory=DIPVAEParams)
+    s2_annealed_vae: AnnealedVAEParams = field(default_factory=AnnealedVAEParams)
+    s2_mine_vae: MineVAEParams = field(default_factory=MineVAEParams)
     eval: EvalParams = field(default_factory=EvalParams)
     search: SearchParams = field(default_factory=SearchParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
@@ -380,6 +401,13 @@ class Params:
                 raise bad_value(
                     f"eval.{key}", list(names), "metric names among " + ", ".join(METRIC_NAMES)
                 )
+        if self.model.name == "s2_mine_vae" and sup.labeller == "partial":
+            raise bad_value(
+                "supervision.labeller",
+                sup.labeller,
+                "perfect, binned or noisy with model.name = s2_mine_vae (its MINE estimates "
+                "pair each latent with whole label columns: every entry must be observed)",
+            )
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
@@ -404,6 +432,11 @@ class Params:
         why = heldout_refusal(n_val, n) if n_val else None
         if why:
             raise ParamsError(why)
+
+    def method_params(self) -> Any:
+        """The selected family's own section (None when it has none)."""
+        name = self.model.name
+        return getattr(self, name) if name in METHOD_SECTIONS else None
 
     def n_labels_for(self, dataset_size: int) -> int:
         sup = self.supervision

@@ -306,7 +306,7 @@ def run_batch(ctx: SearchContext, k: int) -> None:
             runs.append(TrialRun(t, tp, _open_tracker(ctx, t, tp)))
         from ..training import group_configs
 
-        for members in group_configs([r.train for r in runs]):
+        for members in group_configs([r.train for r in runs], ctx.params.model):
             train_group(ctx, [runs[i] for i in members])
     except KeyboardInterrupt:
         # Interrupted (Ctrl-C, SIGTERM): give the unfinished trials back to the queue now.
@@ -361,6 +361,7 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
     """Train one group of compatible trials rung by rung; report, prune, complete. The group
     is built once (data on the device, compiled step, CUDA graph) and advanced from rung to
     rung; every rung ends in a checkpoint, which a re-queued batch resumes."""
+    from ..methods.base import RunSpec
     from ..training import NonFiniteLossError
     from ..training.trainer import GroupRun
 
@@ -386,7 +387,11 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
     # Execution settings only: every rung ends in a checkpoint anyway, so more frequent ones
     # would write K models' states (3 x 3 MB each) for little gain.
     every = max(ctx.params.train.checkpoint_every, sp.steps // max(1, len(rung_steps(sp))))
-    configs = [dataclasses.replace(r.train, steps=sp.steps, checkpoint_every=every) for r in runs]
+    own = ctx.params.method_params()
+    configs = [
+        RunSpec(dataclasses.replace(r.train, steps=sp.steps, checkpoint_every=every), own)
+        for r in runs
+    ]
     group = GroupRun(
         ctx.prepared,
         configs,

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..artifacts.hashing import write_json
 from ..artifacts.prepared import load_prepared
 from ..config.schema import Params
+from ..methods.base import RunSpec
 from ..models.io import save_model
 from ..tracking.base import NULL_TRACKER, Tracker
 from ..training.checkpoint import CheckpointError
@@ -48,7 +49,7 @@ def run_train(
     def fit() -> TrainResult:
         return train(
             prepared,
-            params.train,
+            RunSpec(params.train, params.method_params()),
             params.model,
             checkpoint_dir=ckdir,
             tracker=tracker,
@@ -68,6 +69,11 @@ def run_train(
     meta = {
         "train": params.section("train"),
         "model": params.section("model"),
+        **(
+            {params.model.name: params.section(params.model.name)}
+            if params.method_params() is not None
+            else {}
+        ),
         "data": params.section("data"),
         "content_sha256": prepared.data_hash,
         "mask_sha256": prepared.manifest["supervision"]["mask_sha256"],

@@ -2,10 +2,11 @@
 
 The K configurations share the architecture and the structural choices of the objective
 (supervised loss, reductions, replacement unit and target, batch sizes) and may differ in seed,
-beta, gamma_sup (value, schedule, threshold), replacement rate and learning rate, which enter
-the step as (K,) tensors. Parameters are stacked along a new leading dimension; vmap turns each
-convolution into one grouped convolution over the K models and each linear layer into a batched
-matmul, so K small models fill the device like one large one.
+learning rate and the family's per-model hyper-parameters (beta, gamma_sup with its schedule,
+replacement rate, ...), which enter the step as (K,) tensors. Parameters are stacked along a
+new leading dimension; vmap turns each convolution into one grouped convolution over the K models
+and each linear layer into a batched matmul, so K small models fill the device like one large
+one.
 
 Each model draws its own data and noise from its own seed (the counter-based generator keyed by
 seed), so model k of a batched run sees exactly the batches, noise and initial weights of a
@@ -20,16 +21,18 @@ import copy
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..objectives.s2vae import SemiSupervisedVAE
+from ..objectives.s2vae import ModelBatch
 from .sampler import Batch
+from .step import model_batch
 
 
 class BatchedModel:
     batched = True
 
-    def __init__(self, modules: Sequence[SemiSupervisedVAE], device: torch.device):
+    def __init__(self, modules: Sequence[nn.Module], device: torch.device):
         if len(modules) < 2:
             raise ValueError("a batched model needs at least 2 models; use SingleModel")
         self.num_models = len(modules)
@@ -42,22 +45,18 @@ class BatchedModel:
         self,
         params: dict[str, torch.Tensor],
         batch: Batch,
-        beta: torch.Tensor,
-        gamma: torch.Tensor,
-        rate: torch.Tensor,
+        hyper: dict[str, torch.Tensor],
+        step: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        y_l, obs_l = batch.y_l, batch.obs_l
-
-        def one(p, x_u, x_l, eps_u, eps_l, u_rep, b, g, r):
-            args = (x_u, x_l, y_l, obs_l, eps_u, eps_l, u_rep, b, g, r)
-            return functional_call(self.base, p, args)
+        def one(p, mb, h):
+            return functional_call(self.base, p, (mb, h, step))
 
         x_l_dim = 0 if batch.x_l.dim() == 5 else None
-        return vmap(one, in_dims=(0, 0, x_l_dim, 0, 0, 0, 0, 0, 0))(
-            params, batch.x_u, batch.x_l, batch.eps_u, batch.eps_l, batch.u_rep, beta, gamma, rate
-        )
+        # The K dimension of every per-model input; labels and observed flags are shared.
+        dims = ModelBatch(0, x_l_dim, None, None, 0, 0, 0, 0)
+        return vmap(one, in_dims=(0, dims, 0))(params, model_batch(batch, None), hyper)
 
-    def modules(self) -> list[SemiSupervisedVAE]:
+    def modules(self) -> list[nn.Module]:
         """The K models as ordinary modules (CPU copies of the current parameters)."""
         out = []
         template = copy.deepcopy(self.base).cpu()

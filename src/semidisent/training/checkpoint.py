@@ -40,23 +40,29 @@ class CheckpointError(SemidisentError):
 
 
 def run_identity(
-    configs: Sequence[TrainParams],
+    configs: Sequence[Any],
     model: ModelParams,
     content_sha256: str,
     mask_sha256: str,
     amp: str,
 ) -> dict[str, Any]:
+    """``configs``: RunSpecs (train section + the family's own section, or None)."""
+
     def train_keys(tp: TrainParams) -> dict[str, Any]:
         return {k: v for k, v in to_plain(tp).items() if k not in EXECUTION_KEYS}
 
-    train: Any = train_keys(configs[0]) if len(configs) == 1 else [train_keys(c) for c in configs]
-    return {
-        "train": train,
+    trains = [train_keys(c.train) for c in configs]
+    ident: dict[str, Any] = {
+        "train": trains[0] if len(configs) == 1 else trains,
         "model": to_plain(model),
         "data.content_sha256": content_sha256,
         "supervision.mask_sha256": mask_sha256,
         "amp (resolved)": amp,
     }
+    own = [to_plain(c.method) for c in configs if c.method is not None]
+    if own:  # the family's section (absent for families without one: older checkpoints match)
+        ident[model.name] = own[0] if len(configs) == 1 else own
+    return ident
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -152,7 +152,7 @@ def enable_fast(stepper: Stepper, use_graph: bool | None = None) -> dict[str, An
     if want_graph:
         try:
             graph = capture_graph(stepper)
-            verify_replay(stepper, graph.replay, float(stepper.lr.max()))
+            verify_replay(stepper, graph.replay, max(float(v.max()) for v in stepper.lr.values()))
         except Exception as e:  # any capture failure: the compiled step still works
             info["fast_path_note"] = (
                 f"CUDA graph not used ({type(e).__name__}: {e}); compiled step without a graph"

@@ -43,6 +43,7 @@ class Batch(NamedTuple):
     eps_u: torch.Tensor  # (K, B, L) standard normal
     eps_l: torch.Tensor  # (K, B_l, L)
     u_rep: torch.Tensor  # (K, B_l, F) uniform (0, 1): the replacement draws
+    u_extra: torch.Tensor  # (K, n) uniform (0, 1): the model family's own draws (n may be 0)
 
 
 def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -63,6 +64,7 @@ class DeviceData:
         batch_size: int,
         labelled_batch_size: int,
         num_latent: int,
+        extra_uniforms: int = 0,
     ):
         c, h, w = dataset.stored_shape
         self.device = device
@@ -93,8 +95,9 @@ class DeviceData:
         self.pool_rows = mask.rows[train].astype(np.int64)
         self.n_pool = len(train)
         b, bl, lat, f = batch_size, labelled_batch_size, num_latent, self.num_factors
-        # Layout of one step's random values per model: [indices | eps_u | eps_l | u_rep].
-        self._split = (b, b * lat, bl * lat, bl * f)
+        # Layout of one step's random values per model: [indices | eps_u | eps_l | u_rep |
+        # extra]; the family's extra draws come last, so that they never move the others.
+        self._split = (b, b * lat, bl * lat, bl * f, extra_uniforms)
         self._counters = counter_constants(sum(self._split), device)
         if self.variant is not None:
             self._variant_shape = self.variant.uniform_shape(*self.observation_shape[1:])
@@ -122,7 +125,7 @@ class DeviceData:
         k = keys.shape[0]
         b, bl, lat, f = self.batch_size, self.labelled_batch_size, self.num_latent, self.num_factors
         bits = random_bits(keys, step, self._counters)
-        r_idx, r_eu, r_el, r_u = torch.split(bits, self._split, dim=1)
+        r_idx, r_eu, r_el, r_u, r_x = torch.split(bits, self._split, dim=1)
         n = self.num_rows if self.candidates is None else len(self.candidates)
         idx = to_index(r_idx, n)
         if self.candidates is not None:
@@ -138,6 +141,7 @@ class DeviceData:
             eps_u=to_normal(r_eu).view(k, b, lat),
             eps_l=to_normal(r_el).view(k, bl, lat),
             u_rep=to_uniform(r_u).view(k, bl, f),
+            u_extra=to_uniform(r_x),
         )
 
     def apply_variant(self, batch: Batch, keys: torch.Tensor, step: torch.Tensor) -> Batch:

@@ -9,7 +9,11 @@ the host. That makes the same body runnable eagerly (CPU, debugging), compiled, 
 and replayed as a CUDA graph (:mod:`.fast`). Statistics are read every ``log_every`` steps.
 
 The K models are either one ordinary module (:class:`SingleModel`) or K modules stacked into
-one vmapped model (:class:`semidisent.training.batched.BatchedModel`); the step is the same.
+one vmapped model (:class:`semidisent.training.batched.BatchedModel`); the step is the same. The
+modules come from a :class:`~semidisent.methods.base.Method` (the model family): the step only
+knows its forward ``(batch, hyper, step) -> (loss, stats)``, its per-model hyper-parameters
+(``hyper``: a dict of (K,) tensors) and its parameter groups, each updated by its own optimiser
+(``training.optim``) from the one backward pass.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config.schema import ModelParams, TrainParams
-from ..models.vae import VAE, VAEConfig
-from ..objectives.s2vae import STAT_NAMES, ObjectiveConfig, SemiSupervisedVAE
-from ..objectives.schedule import SCHEDULE_CODES, gamma_at
+from ..methods.base import Method, RunSpec
+from ..models.vae import VAEConfig
+from ..objectives.s2vae import ModelBatch, ObjectiveConfig
 from .optim import adam_step
 from .rng import make_key
 from .sampler import Batch, DeviceData
@@ -56,6 +61,11 @@ def objective_config(
     )
 
 
+def _hyper_dtype(value: float | int) -> torch.dtype:
+    """int64 for integer hyper-parameters (schedule codes, thresholds), else float32."""
+    return torch.int64 if isinstance(value, int) and not isinstance(value, bool) else torch.float32
+
+
 def decodes_labelled(configs: Sequence[TrainParams]) -> bool:
     """Whether the labelled term can be non-zero for any model of one batched group (the
     structural keys labelled_recon and labelled_weight are equal across a group)."""
@@ -75,16 +85,8 @@ def vae_config(mp: ModelParams, in_channels: int) -> VAEConfig:
     )
 
 
-def build_model(config: VAEConfig, objective: ObjectiveConfig, seed: int) -> SemiSupervisedVAE:
-    """The initial model of seed ``seed``, built on the CPU so that every device starts from the
-    same weights; the global torch RNG is left untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return SemiSupervisedVAE(VAE(config), objective)
-
-
 class ModelSet(Protocol):
-    """K models behind one forward: losses (K,) and statistics (K, len(STAT_NAMES))."""
+    """K models behind one forward: losses (K,) and statistics (K, len(stat_names))."""
 
     batched: bool
     num_models: int
@@ -94,12 +96,22 @@ class ModelSet(Protocol):
         self,
         params: dict[str, torch.Tensor],
         batch: Batch,
-        beta: torch.Tensor,
-        gamma: torch.Tensor,
-        rate: torch.Tensor,
+        hyper: dict[str, torch.Tensor],
+        step: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def modules(self) -> list[SemiSupervisedVAE]: ...
+    def modules(self) -> list[nn.Module]: ...
+
+
+def model_batch(batch: Batch, k: int | None) -> ModelBatch:
+    """Model ``k``'s slice of a batch (``k`` None: the batch of one vmapped model, whose K
+    dimension vmap removes)."""
+    x_l = batch.x_l if batch.x_l.dim() == 4 or k is None else batch.x_l[k]
+    if k is None:
+        return ModelBatch(batch.x_u, x_l, batch.y_l, batch.obs_l, batch.eps_u, batch.eps_l,
+                          batch.u_rep, batch.u_extra)  # fmt: skip
+    return ModelBatch(batch.x_u[k], x_l, batch.y_l, batch.obs_l, batch.eps_u[k], batch.eps_l[k],
+                      batch.u_rep[k], batch.u_extra[k])  # fmt: skip
 
 
 class SingleModel:
@@ -108,27 +120,15 @@ class SingleModel:
     batched = False
     num_models = 1
 
-    def __init__(self, module: SemiSupervisedVAE, device: torch.device):
+    def __init__(self, module: nn.Module, device: torch.device):
         self.module = module.to(device)
         self.params = dict(self.module.named_parameters())
 
-    def forward(self, params, batch, beta, gamma, rate):
-        x_l = batch.x_l if batch.x_l.dim() == 4 else batch.x_l[0]
-        loss, stats = self.module(
-            batch.x_u[0],
-            x_l,
-            batch.y_l,
-            batch.obs_l,
-            batch.eps_u[0],
-            batch.eps_l[0],
-            batch.u_rep[0],
-            beta[0],
-            gamma[0],
-            rate[0],
-        )
+    def forward(self, params, batch, hyper, step):
+        loss, stats = self.module(model_batch(batch, 0), {k: v[0] for k, v in hyper.items()}, step)
         return loss[None], stats[None]
 
-    def modules(self) -> list[SemiSupervisedVAE]:
+    def modules(self) -> list[nn.Module]:
         return [copy.deepcopy(self.module).cpu().eval()]
 
 
@@ -137,8 +137,9 @@ class Stepper:
         self,
         model: ModelSet,
         data: DeviceData,
-        configs: Sequence[TrainParams],
+        configs: Sequence[RunSpec],
         device: torch.device,
+        method: Method,
     ):
         if len(configs) != model.num_models:
             raise ValueError(f"{len(configs)} configurations for {model.num_models} models")
@@ -147,6 +148,8 @@ class Stepper:
         self.data = data
         self.device = device
         self.num_models = k
+        self.method = method
+        self.stat_names = method.stat_names()
         self.params = model.params
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
@@ -154,19 +157,35 @@ class Stepper:
         def vec(values, dtype=torch.float32) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=device)
 
-        self.adam_count = vec([0.0] * k)
+        # Parameter groups: each parameter belongs to the first group with a matching prefix,
+        # else to the group whose prefixes are ("",); each group has its optimiser, its
+        # learning rate per model and its own step counts.
+        self.groups = list(method.param_groups(configs[0]))
+        fallback = [g for g in self.groups if "" in g.prefixes]
+        if len(fallback) != 1:
+            raise ValueError(f"{method.name}: exactly one parameter group must own the rest")
+        self.group_of = {
+            n: next((g.name for g in self.groups if g.owns(n)), fallback[0].name)
+            for n in self.params
+        }
+        self.lr = {
+            g.name: vec([c.train.lr if g.optimizer.lr is None else g.optimizer.lr for c in configs])
+            for g in self.groups
+        }
+        self.adam_count = {g.name: vec([0.0] * k) for g in self.groups}
         self.step = torch.zeros((), dtype=torch.int64, device=device)
-        self.acc = torch.zeros(k, len(STAT_NAMES), dtype=torch.float32, device=device)
+        self.acc = torch.zeros(k, len(self.stat_names), dtype=torch.float32, device=device)
         self.bad_step = torch.full((k,), -1, dtype=torch.int64, device=device)
         self.active = torch.ones(k, dtype=torch.bool, device=device)
-        self.keys = vec([make_key(c.seed, DATA_STREAM) for c in configs], torch.int64)
-        self.beta = vec([c.beta for c in configs])
-        self.gamma = vec([c.gamma_sup for c in configs])
-        self.gamma_code = vec([SCHEDULE_CODES[c.gamma_schedule] for c in configs], torch.int64)
-        self.gamma_threshold = vec([c.gamma_threshold for c in configs], torch.int64)
-        self.rate = vec([c.replacement_rate for c in configs])
-        self.lr = vec([c.lr for c in configs])
-        self.variant_keys = vec([make_key(c.seed, VARIANT_STREAM) for c in configs], torch.int64)
+        self.keys = vec([make_key(c.train.seed, DATA_STREAM) for c in configs], torch.int64)
+        self.variant_keys = vec(
+            [make_key(c.train.seed, VARIANT_STREAM) for c in configs], torch.int64
+        )
+        values = [method.hyper(c) for c in configs]
+        self.hyper = {
+            name: vec([v[name] for v in values], _hyper_dtype(values[0][name]))
+            for name in values[0]
+        }
         # Replaced by compiled versions on the fast path (see .fast).
         self.draw = data.draw
         self.forward = model.forward
@@ -178,22 +197,33 @@ class Stepper:
         """One training step of every model, in place, with no host synchronisation."""
         batch = self.draw(self.keys, self.step)
         batch = self.data.apply_variant(batch, self.variant_keys, self.step)
-        gamma = gamma_at(self.step, self.gamma, self.gamma_code, self.gamma_threshold)
-        losses, stats = self.forward(self.params, batch, self.beta, gamma, self.rate)
+        losses, stats = self.forward(self.params, batch, self.hyper, self.step)
         names = list(self.params)
-        grads = torch.autograd.grad(
-            losses.sum(), [self.params[n] for n in names], allow_unused=True
+        grads = dict(
+            zip(
+                names,
+                torch.autograd.grad(
+                    losses.sum(), [self.params[n] for n in names], allow_unused=True
+                ),
+                strict=True,
+            )
         )
-        self.update(
-            [self.params[n] for n in names],
-            list(grads),
-            [self.exp_avg[n] for n in names],
-            [self.exp_avg_sq[n] for n in names],
-            self.adam_count,
-            self.lr,
-            self.active,
-            self.model.batched,
-        )
+        for g in self.groups:
+            members = [n for n in names if self.group_of[n] == g.name]
+            opt = g.optimizer
+            self.update(
+                [self.params[n] for n in members],
+                [grads[n] for n in members],
+                [self.exp_avg[n] for n in members],
+                [self.exp_avg_sq[n] for n in members],
+                self.adam_count[g.name],
+                self.lr[g.name],
+                self.active,
+                self.model.batched,
+                opt.betas,
+                opt.eps,
+            )
+        self.method.after_step(self.params, self.step)
         with torch.no_grad():
             self.acc.add_(torch.where(self.active[:, None], stats, 0.0))
             newly_bad = ~torch.isfinite(losses) & self.active & (self.bad_step < 0)
@@ -220,7 +250,7 @@ class Stepper:
     def deactivate(self, index: int) -> None:
         self.active[index] = False
 
-    def models(self) -> list[SemiSupervisedVAE]:
+    def models(self) -> list[nn.Module]:
         return self.model.modules()
 
     # -- state ------------------------------------------------------------------------------
@@ -231,7 +261,9 @@ class Stepper:
             out[f"params/{n}"] = p
             out[f"exp_avg/{n}"] = self.exp_avg[n]
             out[f"exp_avg_sq/{n}"] = self.exp_avg_sq[n]
-        out["adam_count"] = self.adam_count
+        for g, count in self.adam_count.items():
+            # The first group keeps the name single-optimiser checkpoints used.
+            out["adam_count" if g == self.groups[0].name else f"adam_count/{g}"] = count
         out["step"] = self.step
         out["acc"] = self.acc
         out["bad_step"] = self.bad_step

@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 
 from ..artifacts.prepared import Prepared
 from ..backends import fast_training_kernels
-from ..config.schema import ModelParams, TrainParams
+from ..config.schema import METHOD_SECTIONS, ModelParams, TrainParams
 from ..errors import SemidisentError
+from ..methods import get_method
+from ..methods.base import BuildContext, Method, RunSpec
 from ..models.vae import VAE
-from ..objectives.s2vae import STAT_NAMES
 from ..tracking.base import NULL_TRACKER, Tracker
 from .batched import BatchedModel
 from .checkpoint import CheckpointDir, check_resumable, run_identity
@@ -50,10 +51,7 @@ from .sampler import DeviceData
 from .step import (
     SingleModel,
     Stepper,
-    build_model,
     decodes_labelled,
-    objective_config,
-    vae_config,
 )
 
 log = logging.getLogger(__name__)
@@ -83,29 +81,50 @@ class TrainResult:
     params: TrainParams
     status: str  # "completed" | "stopped" (by the callback) | "diverged" (non-finite loss)
     steps: int  # steps this model was trained
-    model: VAE | None  # the trained network (CPU, eval mode); None when diverged
+    model: VAE | None  # the exported network (CPU, eval mode); None when diverged
     objective_state: dict[str, list] = field(default_factory=dict)  # l2's b, embed's tables
+    method_params: Any = None  # the family's own section (None when it has none)
     curves: list[dict[str, float]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     message: str = ""
 
 
-def structural_key(tp: TrainParams) -> TrainParams:
+Config = TrainParams | RunSpec
+
+
+def as_spec(config: Config, model_params: ModelParams) -> RunSpec:
+    """A RunSpec; a bare TrainParams gets the family's default section (or None)."""
+    if isinstance(config, RunSpec):
+        return config
+    section = METHOD_SECTIONS.get(model_params.name)
+    return RunSpec(config, section() if section is not None else None)
+
+
+def structural_key(spec: RunSpec, method: Method | None = None) -> tuple:
     """The configuration with the per-model keys blanked: equal keys = one batched model."""
     defaults = TrainParams()
-    return dataclasses.replace(tp, **{k: getattr(defaults, k) for k in VARYING_KEYS})
+    train = dataclasses.replace(spec.train, **{k: getattr(defaults, k) for k in VARYING_KEYS})
+    own = spec.method
+    if own is not None and method is not None and method.varying:
+        blank = type(own)()
+        own = dataclasses.replace(own, **{k: getattr(blank, k) for k in method.varying})
+    return (train, own)
 
 
-def group_configs(configs: Sequence[TrainParams]) -> list[list[int]]:
-    groups: dict[TrainParams, list[int]] = {}
+def group_configs(
+    configs: Sequence[Config], model_params: ModelParams | None = None
+) -> list[list[int]]:
+    model_params = model_params or ModelParams()
+    method = get_method(model_params.name)
+    groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(structural_key(c), []).append(i)
+        groups.setdefault(structural_key(as_spec(c, model_params), method), []).append(i)
     return list(groups.values())
 
 
 def train(
     prepared: Prepared,
-    train_params: TrainParams,
+    train_params: Config,
     model_params: ModelParams,
     *,
     checkpoint_dir: str | Path | None = None,
@@ -121,7 +140,7 @@ def train(
 
 def train_many(
     prepared: Prepared,
-    configs: Sequence[TrainParams],
+    configs: Sequence[Config],
     model_params: ModelParams,
     *,
     checkpoint_dir: str | Path | None = None,
@@ -139,7 +158,7 @@ def train_many(
     if not configs:
         return []
     results: list[TrainResult | None] = [None] * len(configs)
-    groups = group_configs(configs)
+    groups = group_configs(configs, model_params)
     for g, members in enumerate(groups):
         ckdir = None
         if checkpoint_dir is not None:
@@ -152,8 +171,8 @@ def train_many(
     return [r for r in results if r is not None]
 
 
-def _metrics(values: np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(STAT_NAMES, values, strict=True)}
+def _metrics(values: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(names, values, strict=True)}
 
 
 def _mean_losses(curve: list[dict[str, float]], start: int = 0) -> dict[str, float]:
@@ -164,7 +183,9 @@ def _mean_losses(curve: list[dict[str, float]], start: int = 0) -> dict[str, flo
         w = point["step"] - prev
         prev = point["step"]
         n += w
-        for k in STAT_NAMES:
+        for k in point:
+            if k == "step":
+                continue
             total[k] = total.get(k, 0.0) + w * point[k]
     return {k: v / n for k, v in total.items()} if n else {}
 
@@ -178,12 +199,14 @@ class Run:
     amp: torch.dtype | None
     fast: bool
     labelled_batch_size: int
+    specs: list[RunSpec]
 
 
-def build_run(prepared: Prepared, configs: Sequence[TrainParams], model_params: ModelParams) -> Run:
+def build_run(prepared: Prepared, configs: Sequence[Config], model_params: ModelParams) -> Run:
     """Models, device-resident data and the step for compatible configurations (one group);
     the fast path is not enabled yet (see :func:`semidisent.training.fast.enable_fast`)."""
-    first = configs[0]
+    specs = [as_spec(c, model_params) for c in configs]
+    first = specs[0].train
     device = resolve_device(first.device)
     amp = resolve_amp(first.amp, device)
     dataset, mask = prepared.dataset, prepared.mask
@@ -194,13 +217,23 @@ def build_run(prepared: Prepared, configs: Sequence[TrainParams], model_params: 
             f"{height}x{width}: choose a 64x64 dataset (data.dataset)"
         )
     labelled_batch = first.labelled_batch_size or first.batch_size
-    objective = objective_config(first, mask.label_sizes, decodes_labelled(configs), amp)
-    net = vae_config(model_params, channels)
-    modules = [build_model(net, objective, c.seed) for c in configs]
-    data = DeviceData(dataset, mask, device, first.batch_size, labelled_batch, net.num_latent)
+    method = get_method(model_params.name)
+    ctx = BuildContext(
+        model=model_params,
+        label_sizes=tuple(int(k) for k in mask.label_sizes),
+        in_channels=channels,
+        amp_dtype=amp,
+        decode_labelled=decodes_labelled([s.train for s in specs]),
+        all_labels_observed=bool(np.asarray(mask.observed).all()),
+    )
+    modules = [method.build(s, ctx) for s in specs]
+    extra = method.extra_uniforms(ctx, first.batch_size, labelled_batch)
+    data = DeviceData(
+        dataset, mask, device, first.batch_size, labelled_batch, model_params.num_latent, extra
+    )
     model = SingleModel(modules[0], device) if len(modules) == 1 else BatchedModel(modules, device)
-    stepper = Stepper(model, data, configs, device)
-    return Run(stepper, device, amp, resolve_fast(first.fast, device), labelled_batch)
+    stepper = Stepper(model, data, specs, device, method)
+    return Run(stepper, device, amp, resolve_fast(first.fast, device), labelled_batch, specs)
 
 
 class GroupRun:
@@ -217,7 +250,7 @@ class GroupRun:
     def __init__(
         self,
         prepared: Prepared,
-        configs: Sequence[TrainParams],
+        configs: Sequence[Config],
         indices: Sequence[int],
         model_params: ModelParams,
         checkpoint_dir: str | Path | None = None,
@@ -225,16 +258,20 @@ class GroupRun:
         progress: bool = True,
     ):
         t0 = time.perf_counter()
-        self.configs, self.indices = list(configs), list(indices)
+        self.indices = list(indices)
         self.tracker, self.progress = tracker, progress
         self.k = k = len(configs)
+        self.prepared = prepared
         run = build_run(prepared, configs, model_params)
+        self.specs = run.specs
+        self.configs = [spec.train for spec in run.specs]
+        self.method = run.stepper.method
         self.stepper, self.device, self.amp = run.stepper, run.device, run.amp
         self.labelled_batch = run.labelled_batch_size
         self.amp_name = "bf16" if run.amp is not None else "off"
         mask = prepared.mask
         self.identity = run_identity(
-            configs, model_params, prepared.data_hash, mask.digest(), self.amp_name
+            self.specs, model_params, prepared.data_hash, mask.digest(), self.amp_name
         )
         self.ckpt = CheckpointDir(checkpoint_dir) if checkpoint_dir is not None else None
         self.curves: list[list[dict[str, float]]] = [[] for _ in range(k)]
@@ -245,7 +282,7 @@ class GroupRun:
         self.last_ckpt: tuple[Path, int] | None = None
         if self.ckpt is not None and (found := self.ckpt.latest()) is not None:
             path, payload = found
-            check_resumable(path, payload, self.identity, configs[0].steps)
+            check_resumable(path, payload, self.identity, self.configs[0].steps)
             self.stepper.load_state_dict(payload["state"])
             self.curves = payload["curves"]
             self.status, self.messages = payload["status"], payload["messages"]
@@ -361,7 +398,7 @@ class GroupRun:
         live = [j for j in range(self.k) if self.status[j] == "running"]
         reported: dict[int, dict[str, float]] = {}
         for j in live:
-            m = _metrics(values[j])
+            m = _metrics(values[j], self.stepper.stat_names)
             self.curves[j].append({"step": s, **m})
             reported[self.indices[j]] = m
         if not reported:
@@ -421,7 +458,8 @@ class GroupRun:
             group_stats["gpu_memory_peak_bytes"] = torch.cuda.max_memory_allocated(self.device)
             group_stats["gpu_memory_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
         results = []
-        for j, (module, cfg) in enumerate(zip(self.stepper.models(), self.configs, strict=True)):
+        modules = self.stepper.models()
+        for j, (module, cfg) in enumerate(zip(modules, self.configs, strict=True)):
             st = "completed" if self.status[j] == "running" else self.status[j]
             if st == "completed" and s < cfg.steps:
                 st = "running"  # a stretch ended before the run's length
@@ -430,18 +468,21 @@ class GroupRun:
                 **group_stats,
                 "status": st,
                 "steps": self.stopped_at[j] if self.stopped_at[j] is not None else s,
-                "final_losses": {n: final[n] for n in STAT_NAMES} if final else {},
+                "final_losses": {n: final[n] for n in self.stepper.stat_names} if final else {},
                 "mean_losses": _mean_losses(self.curves[j]),
             }
             ok = st != "diverged"
+            if ok and s >= cfg.steps:
+                self.method.after_training(module, self.prepared)
             results.append(
                 TrainResult(
                     index=self.indices[j],
                     params=cfg,
                     status=st,
                     steps=stats["steps"],
-                    model=module.vae if ok else None,
-                    objective_state=module.objective_state() if ok else {},
+                    model=self.method.export(module) if ok else None,
+                    objective_state=self.method.export_state(module) if ok else {},
+                    method_params=self.specs[j].method,
                     curves=list(self.curves[j]),
                     stats=stats,
                     message=self.messages[j],
@@ -456,7 +497,7 @@ class GroupRun:
 
 def _train_group(
     prepared: Prepared,
-    configs: Sequence[TrainParams],
+    configs: Sequence[Config],
     indices: Sequence[int],
     model_params: ModelParams,
     checkpoint_dir: str | Path | None,

@@ -1,0 +1,17 @@
+"""The model families by their params.yaml name (``model.name``), without importing them (the
+params schema, the Kubeflow compiler and the CLI's help need the names, not torch)."""
+
+from __future__ import annotations
+
+# disentanglement_lib's semi-supervised family (methods/s2): every member with every supervised
+# regulariser, the gamma_sup schedules and label replacement.
+S2_FAMILY = (
+    "s2vae",
+    "s2_factor_vae",
+    "s2_beta_tc_vae",
+    "s2_dip_vae",
+    "s2_mine_vae",
+    "s2_annealed_vae",
+    "supervised",
+)
+METHOD_NAMES = S2_FAMILY
