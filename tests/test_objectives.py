@@ -330,6 +330,8 @@ def test_registries_are_keyed_by_the_params_yaml_names():
         ("fixed", {0: 100, 10: 100, 100: 100, 101: 100}),
         ("ramp", {0: 0, 10: 10, 100: 100, 101: 100}),
         ("switch", {0: 0, 10: 0, 100: 0, 101: 100}),
+        ("anneal", {0: 0, 10: 10, 100: 100, 101: 100}),  # dlib's names of ramp and switch
+        ("fine_tune", {0: 0, 10: 0, 100: 0, 101: 100}),
     ],
 )
 def test_schedules_match_disentanglement_lib_and_tensor_form(name, table):

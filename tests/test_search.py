@@ -303,6 +303,76 @@ def test_every_search_runs_the_p0_baseline_and_reports_it(
     assert len(trials) == 3 and sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
 
 
+@pytest.mark.integration
+def test_searched_model_families_train_in_separate_groups(
+    search_prepared, tmp_path, one_thread, monkeypatch
+):
+    """model.name searched over s2vae and s2_factor_vae with FactorVAE's gamma: one batch of
+    four trials (the grid: 2 families x 2 gammas) trains each family as its own batched model,
+    every trial's model carries its family and keys, and best_params.json carries the best
+    trial's, ready to train it again."""
+    from semidisent.models.io import load_model
+    from semidisent.stages.search import run_search
+    from semidisent.training import trainer
+
+    builds = []
+    real_build = trainer.build_run
+
+    def counting_build(prepared, configs, model_params):
+        builds.append((model_params.name, len(configs)))
+        return real_build(prepared, configs, model_params)
+
+    monkeypatch.setattr(trainer, "build_run", counting_build)
+    prepared, data_overrides = search_prepared
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    space = (
+        "search.space={model.name: {choices: [s2vae, s2_factor_vae]}, "
+        "s2_factor_vae.gamma: {low: 5, high: 50, step: 45}}"
+    )
+    over = [*data_overrides, *TINY, space, "search.sampler=grid", "search.n_trials=4"]
+    over += ["search.trials_per_batch=4", "search.steps=10", "search.reports=1"]
+    over += ["search.pruner=none", "s2_factor_vae.discriminator_units=32"]
+    over += [f"search.storage={storage}", "tracking.enabled=false"]
+    params = load_params(ROOT / "params.yaml", over)
+    out = tmp_path / "search"
+    result = run_search(params, prepared, out, progress=False)
+
+    assert result.counts["complete"] == 4
+    trials = _trials(storage, result.study)
+    families = sorted(t.params["model.name"] for t in trials)
+    assert families == ["s2_factor_vae", "s2_factor_vae", "s2vae", "s2vae"]
+    # one batch, one batched model per family (s2vae trials never share FactorVAE's)
+    assert sorted(builds) == [("s2_factor_vae", 2), ("s2vae", 2)]
+    assert all(t.user_attrs["batched_models"] == 2 for t in trials)
+    for t in trials:
+        _, meta = load_model(out / "trials" / f"{t.number:05d}" / "model.pt")
+        assert meta["model"]["name"] == t.params["model.name"]
+        if t.params["model.name"] == "s2_factor_vae":
+            assert meta["s2_factor_vae"]["gamma"] == t.params["s2_factor_vae.gamma"]
+            assert meta["s2_factor_vae"]["discriminator_units"] == 32
+        else:
+            assert "s2_factor_vae" not in meta  # its gamma was drawn, and applies to no s2vae
+
+    best = json.loads((out / "best_params.json").read_text())
+    winner = trials[best["trial"]]
+    assert best["model"] == {"name": winner.params["model.name"]}
+    assert result.best_params == best
+    if winner.params["model.name"] == "s2_factor_vae":
+        assert best["s2_factor_vae"] == {"gamma": winner.params["s2_factor_vae.gamma"]}
+    else:
+        assert "s2_factor_vae" not in best
+    # the overrides give back the trial's configuration (its family's section included)
+    again = load_params(ROOT / "params.yaml", [*over, *best["overrides"]])
+    _, meta = load_model(out / "trials" / f"{best['trial']:05d}" / "model.pt")
+    assert again.section("model") == meta["model"]
+    own = again.method_params()
+    assert (None if own is None else again.section(again.model.name)) == meta.get("s2_factor_vae")
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert summary["best"]["model"] == winner.params["model.name"]
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert sorted(r["model.name"] for r in rows) == families
+
+
 def _cli(
     prepared: Path,
     overrides: list[str],

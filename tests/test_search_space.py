@@ -563,3 +563,228 @@ def test_trial_configs_are_checked_with_the_steps_they_run():
     assert trial_train_params(params, {"gamma_threshold": 299}).steps == 300
     with pytest.raises(ParamsError, match=r"train\.gamma_threshold = 300.*train\.steps = 300"):
         trial_train_params(params, {"gamma_threshold": 300})  # a trial's steps: search.steps
+
+
+# ------------------------------------------------------------------------------ model families
+
+FAMILIES = "search.space.model.name={choices: [s2vae, s2_factor_vae]}"
+GAMMA = "search.space.s2_factor_vae.gamma={low: 5, high: 50, log: true}"
+
+
+def test_space_accepts_model_name_and_family_keys(tmp_path):
+    """model.name (categorical over the families) and <family>.<key> (checked with that key's
+    own rule); the dotted key as -S writes it and the nested form dvc exp run -S writes agree."""
+    import yaml
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from semidisent.search.space import parse_space
+    from semidisent.search.study import distributions
+
+    params = load_params(ROOT / "params.yaml", [FAMILIES, GAMMA])
+    assert list(params.search.space)[-2:] == ["model.name", "s2_factor_vae.gamma"]
+    d = distributions(parse_space(params.search.space))
+    assert d["model.name"] == CategoricalDistribution(["s2vae", "s2_factor_vae"])
+    assert d["s2_factor_vae.gamma"] == FloatDistribution(5.0, 50.0, log=True)
+    # a bound of a family key overridden in place (not a new nested entry)
+    low = load_params(
+        ROOT / "params.yaml", [FAMILIES, GAMMA, "search.space.s2_factor_vae.gamma.low=7"]
+    )
+    assert low.search.space["s2_factor_vae.gamma"] == {"low": 7, "high": 50, "log": True}
+    # the nested form (what `dvc exp run -S search.space.s2_factor_vae.gamma=...` writes)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["search"]["space"]["model"] = {"name": {"choices": ["s2vae", "s2_factor_vae"]}}
+    raw["search"]["space"]["s2_factor_vae"] = {"gamma": {"low": 5, "high": 50, "log": True}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    nested = load_params(tmp_path / "params.yaml")
+    assert parse_space(nested.search.space) == parse_space(params.search.space)
+    # ... and -S on it overrides the nested entry
+    moved = load_params(tmp_path / "params.yaml", ["search.space.s2_factor_vae.gamma.high=20"])
+    assert {d.name: d for d in parse_space(moved.search.space)}["s2_factor_vae.gamma"].high == 20
+    # a family key of the fixed model.name needs no searched model.name
+    fixed = load_params(ROOT / "params.yaml", ["model.name=s2_factor_vae", GAMMA])
+    assert "s2_factor_vae.gamma" in fixed.search.space
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        # a family no trial trains: its key would be drawn for every trial and read by none
+        (
+            [GAMMA],
+            "search.space.s2_factor_vae.gamma",
+            "a family the trials train (model.name = s2vae)",
+        ),
+        (
+            ["search.space.model.name={choices: [s2vae, s2_dip_vae]}", GAMMA],
+            "search.space.s2_factor_vae.gamma",
+            "choices ['s2vae', 's2_dip_vae']): set model.name = s2_factor_vae",
+        ),
+        # bounds and choices checked with the key's own rule
+        (
+            ["model.name=s2_factor_vae", "search.space.s2_factor_vae.gamma={low: -1, high: 5}"],
+            "search.space.s2_factor_vae.gamma.low = -1",
+            ">= 0 (as s2_factor_vae.gamma)",
+        ),
+        (
+            [
+                "model.name=s2_factor_vae",
+                "search.space.s2_factor_vae.discriminator_units={choices: [0, 32]}",
+            ],
+            "discriminator_units.choices = 0",
+            "> 0 (as s2_factor_vae.discriminator_units)",
+        ),
+        (
+            ["model.name=s2_dip_vae", "search.space.s2_dip_vae.dip_type={low: 1, high: 2}"],
+            "search.space.s2_dip_vae.dip_type",
+            "choices (s2_dip_vae.dip_type is not numeric)",
+        ),
+        (
+            ["model.name=s2_factor_vae", "search.space.s2_factor_vae.gama={low: 1, high: 2}"],
+            "search.space.s2_factor_vae.gama",
+            "a key of s2_factor_vae: gamma, discriminator_lr",
+        ),
+        (
+            ["search.space.model.name={choices: [s2vae, vae]}"],
+            "search.space.model.name.choices = 'vae'",
+            "one of s2vae, s2_factor_vae",
+        ),
+        (["search.space.model.name={low: 1, high: 2}"], "model.name", "choices (model.name is"),
+        (
+            ["search.space.model.num_latent={low: 8, high: 12}"],
+            "model.num_latent",
+            "only searchable",
+        ),
+        (["search.space.train.beta={low: 1, high: 2}"], "train.beta", "the bare train key beta"),
+        (["search.space={foo.x: {low: 1, high: 2}}"], "search.space.foo.x", "a train key (bare"),
+        (["search.space.steps={low: 10, high: 20}"], "search.space.steps", "search.steps"),
+    ],
+)
+def test_bad_model_and_family_keys_are_refused_at_load(overrides, key, allowed):
+    with pytest.raises(ParamsError) as e:
+        load_params(ROOT / "params.yaml", overrides)
+    assert key in str(e.value) and allowed in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_trial_params_and_groups_per_family():
+    """A trial carries its model.name and its family's section with its values (other families'
+    keys do not apply to it), checked as at load; trials of different families never share a
+    batched run, and within a family the trainer's structural keys split it."""
+    from semidisent.search.objective import TrialRun, trial_groups, trial_run_params
+    from semidisent.tracking.base import Tracker
+
+    over = ["search.steps=50", "supervision.labeller=partial"]
+    over += ["search.space.model.name={choices: [s2vae, s2_factor_vae, s2_mine_vae]}", GAMMA]
+    over.append("search.space.s2_factor_vae.discriminator_units={choices: [32, 64]}")
+    params = load_params(ROOT / "params.yaml", over)
+    factor = trial_run_params(
+        params,
+        {"beta": 2.0, "model.name": "s2_factor_vae", "s2_factor_vae.gamma": 20.0,
+         "s2_factor_vae.discriminator_units": 32},
+    )  # fmt: skip
+    assert factor.model.name == "s2_factor_vae" and factor.train.steps == 50
+    assert factor.method_params() == dataclasses.replace(
+        params.s2_factor_vae, gamma=20.0, discriminator_units=32
+    )
+    assert factor.train == dataclasses.replace(params.train, steps=50, beta=2.0)
+    plain = trial_run_params(params, {"model.name": "s2vae", "s2_factor_vae.gamma": 20.0})
+    assert plain.model.name == "s2vae" and plain.method_params() is None
+    assert plain.s2_factor_vae == params.s2_factor_vae  # not this trial's family: untouched
+    # a combination that only fails together fails the trial, with the cross-section rule
+    with pytest.raises(ParamsError, match=r"supervision\.labeller = 'partial'.*s2_mine_vae"):
+        trial_run_params(params, {"model.name": "s2_mine_vae"})
+
+    def run(model: str, **keys) -> TrialRun:
+        suggested = {"model.name": model, **{f"s2_factor_vae.{k}": v for k, v in keys.items()}}
+        return TrialRun(None, trial_run_params(params, suggested), Tracker())
+
+    runs = [
+        run("s2vae", gamma=5.0),
+        run("s2_factor_vae", gamma=5.0, discriminator_units=32),
+        run("s2vae", gamma=40.0),
+        run("s2_factor_vae", gamma=40.0, discriminator_units=32),  # gamma varies per model
+        run("s2_factor_vae", gamma=5.0, discriminator_units=64),  # a structural key
+    ]
+    groups = [[runs.index(r) for r in g] for g in trial_groups(runs)]
+    assert groups == [[0, 2], [1, 3], [4]]
+
+
+def test_study_identity_holds_the_sections_of_the_families_trials_train(tmp_path):
+    from semidisent.search.study import study_identity, study_name
+
+    def ident(*extra: str) -> tuple[dict, str]:
+        p = _study_params(tmp_path, *extra)
+        return study_identity(p), study_name(p)
+
+    base, name = ident()
+    assert not {"s2_factor_vae", "s2_dip_vae"} & set(base)  # s2vae has no section
+    assert ident("s2_dip_vae.lambda_od=3")[1] == name  # a section no trial reads
+    fixed, fixed_name = ident("model.name=s2_factor_vae")
+    assert fixed["model"]["name"] == "s2_factor_vae" and fixed["s2_factor_vae"]["gamma"] == 10.0
+    assert ident("model.name=s2_factor_vae", "s2_factor_vae.discriminator_units=32")[1] != (
+        fixed_name
+    )
+    searched, searched_name = ident(FAMILIES, GAMMA)
+    assert "name" not in searched["model"]  # searched: the fixed model.name is no trial's
+    assert "gamma" not in searched["s2_factor_vae"]  # searched: in the space
+    assert searched["s2_factor_vae"]["discriminator_units"] == 1000
+    assert ident(FAMILIES, GAMMA, "model.name=s2_factor_vae")[1] == searched_name
+    assert ident(FAMILIES, GAMMA, "s2_factor_vae.discriminator_layers=2")[1] != searched_name
+
+
+def test_best_params_carry_the_best_trials_family_and_its_keys(tmp_path):
+    """best_params.json: the family and its keys of the best trial, by section and as -S
+    overrides that load back to its configuration; the Kubeflow train step merges them."""
+    import json
+
+    import optuna
+
+    from semidisent.kfp_pipeline.runtime import with_best
+    from semidisent.search import results
+
+    dists = {
+        "beta": optuna.distributions.FloatDistribution(1, 16, log=True),
+        "model.name": optuna.distributions.CategoricalDistribution(["s2vae", "s2_factor_vae"]),
+        "s2_factor_vae.gamma": optuna.distributions.FloatDistribution(5, 50, log=True),
+    }
+
+    def trial(number: int, value: float, model: str) -> optuna.trial.FrozenTrial:
+        p = {"beta": 2.0 + number, "model.name": model, "s2_factor_vae.gamma": 20.0 + number}
+        t = optuna.trial.create_trial(value=value, params=p, distributions=dists)
+        t.number = number
+        return t
+
+    view = results.StudyView(
+        name="s", objectives=("val_mig",), directions=("maximize",), space=tuple(dists),
+        log_axes=("beta",), fixed={"beta": 4.0, "replacement_rate": 0.5},
+        gt_metrics=("mig",), model_name="s2vae",
+    )  # fmt: skip
+    trials = [trial(0, 0.2, "s2vae"), trial(1, 0.5, "s2_factor_vae"), trial(2, 0.3, "s2vae")]
+    best = results.best_params(trials, view, steps=100)
+    assert best["trial"] == 1 and best["train"] == {"beta": 3.0}
+    assert best["model"] == {"name": "s2_factor_vae"} and best["s2_factor_vae"] == {"gamma": 21.0}
+    assert best["overrides"] == ["model.name=s2_factor_vae", "train.beta=3.0",
+                                 "s2_factor_vae.gamma=21.0"]  # fmt: skip
+    again = load_params(ROOT / "params.yaml", best["overrides"])
+    assert (again.model.name, again.train.beta, again.s2_factor_vae.gamma) == (
+        "s2_factor_vae", 3.0, 21.0
+    )  # fmt: skip
+    s = results.summary(trials, view, {})
+    assert s["best"]["model"] == "s2_factor_vae"
+    assert s["best"]["params"] == {"beta": 3.0, "model.name": "s2_factor_vae",
+                                   "s2_factor_vae.gamma": 21.0}  # fmt: skip
+    # an s2vae best trial: its family, and no key of another family
+    s2vae = results.best_params(trials[::2], view, steps=100)
+    assert s2vae["model"] == {"name": "s2vae"} and "s2_factor_vae" not in s2vae
+    assert s2vae["overrides"] == ["model.name=s2vae", "train.beta=4.0"]
+    rows = results.trial_rows(trials, view)
+    assert [r["model.name"] for r in rows] == ["s2vae", "s2_factor_vae", "s2vae"]
+
+    (tmp_path / "best_params.json").write_text(json.dumps(best))
+    trained = with_best(load_params(ROOT / "params.yaml"), tmp_path)
+    assert trained.model.name == "s2_factor_vae" and trained.s2_factor_vae.gamma == 21.0
+    assert trained.train.beta == 3.0
+    (tmp_path / "best_params.json").write_text(json.dumps(results.best_params([], view, 1)))
+    assert with_best(load_params(ROOT / "params.yaml"), tmp_path) == load_params(
+        ROOT / "params.yaml"
+    )

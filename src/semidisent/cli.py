@@ -108,9 +108,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         values = ", ".join(
             f"{n} {v:.4g}" for n, v in zip(result.objectives, result.best_values, strict=True)
         )
+        # its family first, then its searched keys (train keys bare, family keys dotted)
+        family = (result.best_params.get("model") or {}).get("name", params.model.name)
+        searched = (result.summary.get("best") or {}).get("params") or result.best_train
         keys = ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in result.best_train.items()
+            [f"model.name {family}"]
+            + [
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in searched.items()
+                if k != "model.name"
+            ]
         )
         best = f"best trial {result.best_trial}: {values} ({keys})"
     base = result.summary.get("baseline") or {}

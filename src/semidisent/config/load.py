@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import ParamsError
-from .schema import SECTIONS, Params
+from .schema import METHOD_SECTIONS, SECTIONS, Params
 from .validation import build
 
 
@@ -29,10 +29,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _space_path(raw: Mapping[str, Any], path: list[str]) -> list[str]:
+    """``search.space.s2_factor_vae.gamma[.low]`` addresses the space key ``s2_factor_vae.gamma``
+    (a dotted key, as params.yaml writes it), not a new nested ``s2_factor_vae`` entry (which
+    would take precedence over the dotted one: search.space.flatten_space); the same for
+    ``model.name``. Unless the file itself writes that key nested (``dvc exp run -S`` does):
+    the override then goes there. Bare train keys (``search.space.beta.low``) are unchanged."""
+    sectioned = path[2] == "model" or path[2] in METHOD_SECTIONS if len(path) > 3 else False
+    if not (sectioned and path[:2] == ["search", "space"]):
+        return path
+    search = raw.get("search")
+    space = search.get("space") if isinstance(search, dict) else None
+    nested = space.get(path[2]) if isinstance(space, dict) else None
+    if isinstance(nested, dict) and path[3] in nested:
+        return path
+    return [*path[:2], f"{path[2]}.{path[3]}", *path[4:]]
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     out = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_override(text)
+        path = _space_path(out, path)
         if path[0] not in SECTIONS:
             raise ParamsError(
                 f"unknown parameter {'.'.join(path)}: sections are {', '.join(SECTIONS)}"

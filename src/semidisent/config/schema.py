@@ -128,7 +128,8 @@ class TrainParams:
     # "sum" is the reference reduction over batch and factors; "mean" divides by the batch.
     sup_reduction: Literal["sum", "mean"] = "sum"
     gamma_sup: float = field(default=1.0, metadata=check(non_negative))
-    gamma_schedule: Literal["fixed", "ramp", "switch"] = "fixed"
+    # ramp = disentanglement_lib's "anneal", switch = its "fine_tune" (both names accepted).
+    gamma_schedule: Literal["fixed", "ramp", "switch", "anneal", "fine_tune"] = "fixed"
     gamma_threshold: int = field(default=0, metadata=check(non_negative))
     replacement_rate: float = field(default=0.5, metadata=check(between(0, 1)))
     replacement_unit: Literal["example", "entry"] = "example"
@@ -187,6 +188,8 @@ class TrainParams:
 GAMMA_REACHED = {
     "ramp": "ramp reaches gamma_sup at step gamma_threshold",
     "switch": "switch turns gamma_sup on at step gamma_threshold + 1",
+    "anneal": "anneal (= ramp) reaches gamma_sup at step gamma_threshold",
+    "fine_tune": "fine_tune (= switch) turns gamma_sup on at step gamma_threshold + 1",
 }
 
 
@@ -194,7 +197,8 @@ def gamma_threshold_limit(schedule: str, steps: int) -> int | None:
     """The largest train.gamma_threshold whose schedule reaches gamma_sup within ``steps``
     training steps (steps 0 .. steps - 1): steps - 1 for ramp, steps - 2 for switch; None for
     fixed (no threshold)."""
-    return {"ramp": steps - 1, "switch": steps - 2}.get(schedule)
+    limits = {"ramp": steps - 1, "switch": steps - 2}
+    return limits.get({"anneal": "ramp", "fine_tune": "switch"}.get(schedule, schedule))
 
 
 CORE_METRICS = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
@@ -237,11 +241,13 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class SearchParams:
-    """Hyper-parameter search over train.* keys (Optuna); docs/search.md."""
+    """Hyper-parameter search over train.* keys, model.name and family keys (Optuna);
+    docs/search.md."""
 
     # "{digest}" is replaced by a digest of everything that makes trials comparable (space,
-    # objectives, steps, fixed train keys, model, data, supervision): a changed configuration
-    # then gets a study of its own instead of being mixed into an old one.
+    # objectives, steps, fixed train keys, model, the sections of the families trials train,
+    # data, supervision): a changed configuration then gets a study of its own instead of
+    # being mixed into an old one.
     study_name: str = field(
         default="semidisent-{digest}",
         metadata=check(lambda v: None if str(v).strip() else "a non-empty name"),
@@ -282,7 +288,8 @@ class SearchParams:
     # intervals is failed and re-queued (up to max_retries times). null: no heartbeat.
     heartbeat_s: int | None = field(default=60, metadata=check(positive))
     max_retries: int = field(default=2, metadata=check(non_negative))
-    # Parameter -> {low, high, log} or {choices: [...]}; keys are train.* parameter names.
+    # Parameter -> {low, high, log} or {choices: [...]}; keys are bare train.* names (beta),
+    # model.name, or <family>.<key> of a family's own section (s2_factor_vae.gamma).
     space: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "beta": {"low": 1.0, "high": 16.0, "log": True},
@@ -411,7 +418,8 @@ class Params:
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
-        parse_space(self.search.space, self.search.sampler)
+        # With model.name: a family key must belong to a family the trials train.
+        parse_space(self.search.space, self.search.sampler, self.model.name)
 
     def _check_few_label_pool(self, dataset_size: int | None) -> None:
         """Refuse eval.few_label_protocol = heldout on a held-out pool too small to select models

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import yaml
 
 from ..config.load import params_from_dict
-from ..config.schema import Params
+from ..config.schema import METHOD_SECTIONS, Params
 from .parameters import PARAMS_OUTPUT, RUN_INPUTS, params_from_arguments
 
 PARAMS_FILE = "params.yaml"
@@ -97,14 +97,17 @@ def read_params(path: str | Path, *, search: bool = False) -> Params:
 
 
 def with_best(params: Params, study_dir: str | Path) -> Params:
-    """``params`` with the best trial's train keys (best_params.json of the search summary);
-    unchanged when the study has no complete trial (e.g. search.n_trials = 0)."""
+    """``params`` with the best trial's configuration (best_params.json of the search summary):
+    its train keys, its model.name and its family's searched keys, so that training it at the
+    full budget trains the family and values the search selected; unchanged when the study has
+    no complete trial (e.g. search.n_trials = 0)."""
     best = json.loads((Path(study_dir) / "best_params.json").read_text())
-    keys = best.get("train") or {}
-    if not keys:
+    sections = {s: best[s] for s in ("train", "model", *METHOD_SECTIONS) if best.get(s)}
+    if not sections:
         return params
     raw = params.to_dict()
-    raw["train"] = {**raw["train"], **keys}
+    for section, keys in sections.items():
+        raw[section] = {**raw[section], **keys}
     return params_from_dict(raw)
 
 
@@ -177,14 +180,20 @@ def publish_model(params: Params, work: str | Path, model: ArtifactLike) -> None
     save_params(params, Path(work) / PARAMS_FILE)
     publish(work, model.path, MODEL_FILES)
     run = json.loads((Path(model.path) / "mlflow_run.json").read_text()) if _has_run(model) else {}
+    # The family's own keys, as the Kubeflow UI shows them (e.g. s2_factor_vae.gamma).
+    name = params.model.name
+    family = {} if params.method_params() is None else params.section(name)
+    family = {f"{name}.{k}": v for k, v in family.items()}
     model.metadata.update(
         {
             "framework": "pytorch",
             "file": "model.pt",
             "mlflow_run_id": run.get("run_id", ""),
             "mlflow_experiment": run.get("experiment", ""),
+            "model_name": params.model.name,
             "beta": params.train.beta,
             "replacement_rate": params.train.replacement_rate,
+            **family,
         }
     )
 
@@ -252,7 +261,11 @@ def search_html(study_dir: str | Path) -> str:
     best = json.loads((d / "best_params.json").read_text())
     summary = json.loads((d / "search_summary.json").read_text())
     rows = [("study", str(best.get("study"))), ("best trial", str(best.get("trial")))]
+    if (best.get("model") or {}).get("name"):
+        rows.append(("best model.name", str(best["model"]["name"])))
     rows += [(f"best {k}", f"{v:.4g}") for k, v in numbers(best.get("train") or {}).items()]
+    for section in METHOD_SECTIONS:  # the best trial's family keys (its family only)
+        rows += [(f"best {section}.{k}", str(v)) for k, v in (best.get(section) or {}).items()]
     values = dict(zip(best.get("objectives") or [], best.get("values") or [], strict=False))
     rows += [(k, f"{v:.4g}") for k, v in numbers(values).items()]
     base = summary.get("baseline") or {}  # the best p = 0 trial (no label replacement)

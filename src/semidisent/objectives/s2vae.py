@@ -158,9 +158,9 @@ class SemiSupervisedVAE(nn.Module):
         y_l: torch.Tensor,
         obs_l: torch.Tensor,
         u_extra: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(R_s on the labelled encoder mean, auxiliary loss or None)."""
-        return self.supervised(mean_l, y_l, obs_l), None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        """(R_s on the labelled encoder mean, auxiliary loss or None, extra statistics)."""
+        return self.supervised(mean_l, y_l, obs_l), None, ()
 
     def labelled_kl_weight(self, hyper: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """The KL weight of the labelled term (the family's ELBO weight: beta here)."""
@@ -205,7 +205,7 @@ class SemiSupervisedVAE(nn.Module):
         )
         # Labelled: R_s on the encoder mean.
         mean_l, log_var_l = self._encode(x_l)
-        sup, aux_sup = self.supervised_term(mean_l, y_l, obs_l, u_extra)
+        sup, aux_sup, extra_sup = self.supervised_term(mean_l, y_l, obs_l, u_extra)
         loss = recon_u + reg + gamma * sup
         zero = loss.new_zeros(())
         lab, replaced = zero, zero
@@ -224,7 +224,7 @@ class SemiSupervisedVAE(nn.Module):
             )
             loss = loss + lab
             replaced = mask.sum() / obs_l.sum().clamp(min=1)
-        stats = [loss, recon_u, kl_u, sup, lab, replaced.to(loss.dtype), *extra]
+        stats = [loss, recon_u, kl_u, sup, lab, replaced.to(loss.dtype), *extra, *extra_sup]
         # The auxiliary networks' losses (gradients separated by construction) are optimised
         # with the rest but reported on their own (the "loss" statistic is the model's).
         for a in (aux, aux_sup):

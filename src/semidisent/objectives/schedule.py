@@ -3,8 +3,8 @@
 With s the 0-based training step (dlib's global step before the update) and T the threshold:
 
     fixed:  gamma(s) = gamma
-    ramp:   gamma(s) = min(gamma, gamma * s / T)                 (dlib "anneal")
-    switch: gamma(s) = gamma * min(1, max(0, s - T))             (dlib "fine_tune")
+    ramp:   gamma(s) = min(gamma, gamma * s / T)                 (dlib "anneal", also accepted)
+    switch: gamma(s) = gamma * min(1, max(0, s - T))             (dlib "fine_tune", also accepted)
 
 so "switch" is 0 up to and including step T and gamma from step T + 1 on, exactly as dlib's
 integer-step formula (its test: 0 at s = 100, gamma at s = 101 for T = 100).
@@ -36,9 +36,18 @@ SCHEDULES: dict[str, Callable[[float, int, int], float]] = {
     "fixed": fixed,
     "ramp": ramp,
     "switch": switch,
+    # disentanglement_lib's own names of the same annealers.
+    "anneal": ramp,
+    "fine_tune": switch,
 }
-# Codes of the schedules in the tensor form (index into SCHEDULES' order).
-SCHEDULE_CODES: dict[str, int] = {name: i for i, name in enumerate(SCHEDULES)}
+# Codes of the schedules in the tensor form (the aliases share their schedule's code).
+SCHEDULE_CODES: dict[str, int] = {
+    "fixed": 0,
+    "ramp": 1,
+    "switch": 2,
+    "anneal": 1,
+    "fine_tune": 2,
+}
 
 
 def gamma_at(

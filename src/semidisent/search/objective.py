@@ -1,10 +1,13 @@
 """Trials asked in batches, trained together as one batched model, evaluated honestly, told.
 
 The loop (:func:`optimize`) asks ``search.trials_per_batch`` trials at once (Optuna's
-ask-and-tell), turns each into a ``TrainParams`` (``replace(params.train, steps=search.steps,
-**trial.params)``) and trains the compatible ones as ONE vmapped model with
-:func:`semidisent.training.train_many` (configurations differing in a structural key, e.g. a
-categorical ``supervised_loss``, form separate groups trained one after another).
+ask-and-tell), turns each into its own params (:func:`trial_run_params`: ``replace(params.train,
+steps=search.steps, **train keys)``, its ``model.name`` and its family's section with the
+family keys) and trains the compatible ones as ONE vmapped model
+(:class:`semidisent.training.trainer.GroupRun`). Trials of different families (a searched
+``model.name``) are trained in separate groups, one family at a time; within a family,
+configurations differing in a structural key (e.g. a categorical ``supervised_loss``, or
+FactorVAE's ``discriminator_units``) form separate groups trained one after another.
 
 Intermediate values. Training runs in ``search.reports`` chunks ("rungs"): each chunk resumes
 the batch's checkpoint with a larger step count (the trainer extends a run exactly as an
@@ -43,11 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts.hashing import write_json
 from ..artifacts.prepared import Prepared
-from ..config.schema import Params, TrainParams
+from ..config.schema import ModelParams, Params, TrainParams
 from ..config.validation import to_plain
 from ..errors import ParamsError, SemidisentError
 from ..tracking.base import Tracker
-from .space import FEW_LABEL_OBJECTIVES, Dimension
+from .space import FEW_LABEL_OBJECTIVES, Dimension, trial_sections
 from .study import (
     BASELINE_ATTR,
     FAILURE_ATTR,
@@ -63,6 +66,8 @@ from .study import (
 
 if TYPE_CHECKING:
     import optuna
+
+    from ..methods.base import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +95,10 @@ class SearchContext:
 
 @dataclass
 class TrialRun:
-    """One asked trial inside a batch."""
+    """One asked trial inside a batch: ``params`` are its own (:func:`trial_run_params`)."""
 
     trial: optuna.Trial
-    train: TrainParams
+    params: Params
     tracker: Tracker
     logged_step: int = 0  # the last training-curve step sent to the child run
     # Models trained together with this one (the batched model's K): evidence, per trial, that
@@ -105,6 +110,21 @@ class TrialRun:
     @property
     def number(self) -> int:
         return self.trial.number
+
+    @property
+    def train(self) -> TrainParams:
+        return self.params.train
+
+    @property
+    def model(self) -> ModelParams:
+        return self.params.model
+
+    @property
+    def spec(self) -> RunSpec:
+        """What the trainer trains: the train section and the trial's family section."""
+        from ..methods.base import RunSpec
+
+        return RunSpec(self.params.train, self.params.method_params())
 
 
 # ------------------------------------------------------------------------------ budget
@@ -196,15 +216,36 @@ def remove_stale_checkpoints(ctx: SearchContext) -> None:
 # ------------------------------------------------------------------------------ one batch
 
 
-def trial_train_params(params: Params, trial_params: dict[str, Any]) -> TrainParams:
-    """The trial's training configuration (the contract: replace(train, steps=search.steps,
-    **suggested)), with the train section's cross-field checks."""
-    tp = dataclasses.replace(params.train, steps=params.search.steps, **trial_params)
+def trial_run_params(params: Params, trial_params: dict[str, Any]) -> Params:
+    """The trial's own params: ``params`` with train = replace(train, steps=search.steps,
+    **suggested train keys), its model.name (searched, or the fixed one) and its family's
+    section with the suggested family keys (keys of other families do not apply to it). Checked
+    as at load: the sections' cross-field rules and the cross-section ones (e.g. s2_mine_vae
+    with a partial labeller); a ParamsError fails the trial as an invalid combination."""
+    name, sections = trial_sections(trial_params, params.model.name)
+    tp = dataclasses.replace(params.train, steps=params.search.steps, **sections["train"])
     tp.validate("train")
-    return tp
+    changes: dict[str, Any] = {"train": tp}
+    if name != params.model.name:
+        changes["model"] = dataclasses.replace(params.model, name=name)
+    if sections.get(name):
+        own = dataclasses.replace(getattr(params, name), **sections[name])
+        validate = getattr(own, "validate", None)
+        if callable(validate):
+            validate(name)
+        changes[name] = own
+    run = dataclasses.replace(params, **changes)
+    run.validate()
+    return run
 
 
-def _open_tracker(ctx: SearchContext, trial: optuna.Trial, tp: TrainParams) -> Tracker:
+def trial_train_params(params: Params, trial_params: dict[str, Any]) -> TrainParams:
+    """The trial's train section (the contract: replace(train, steps=search.steps,
+    **suggested train keys)), checked: :func:`trial_run_params`."""
+    return trial_run_params(params, trial_params).train
+
+
+def _open_tracker(ctx: SearchContext, trial: optuna.Trial, run_params: Params) -> Tracker:
     from ..tracking.factory import open_tracker
 
     p = ctx.params
@@ -227,10 +268,13 @@ def _open_tracker(ctx: SearchContext, trial: optuna.Trial, tp: TrainParams) -> T
     except SemidisentError as e:  # tracking never stops a search
         log.warning("trial %d is not tracked: %s", trial.number, e)
         return Tracker()
+    own = run_params.method_params()
     tracker.log_params(
         {
-            "train": to_plain(tp),
-            "model": p.section("model"),
+            "train": to_plain(run_params.train),
+            "model": run_params.section("model"),
+            # the trial's family section (absent for families without one)
+            **({run_params.model.name: to_plain(own)} if own is not None else {}),
             "data": p.section("data"),
             "supervision": p.section("supervision"),
             "search": {"study": ctx.study_name, "trial": trial.number, "worker": ctx.owner.worker},
@@ -298,16 +342,14 @@ def run_batch(ctx: SearchContext, k: int) -> None:
     try:
         for t in trials:
             try:
-                tp = trial_train_params(ctx.params, t.params)
+                run_params = trial_run_params(ctx.params, t.params)
             except ParamsError as e:  # e.g. replacement_target scaled with supervised_loss xent
-                run = TrialRun(t, ctx.params.train, Tracker())
+                run = TrialRun(t, ctx.params, Tracker())
                 _finish(ctx, run, "FAIL", failure=f"invalid combination: {e}")
                 continue
-            runs.append(TrialRun(t, tp, _open_tracker(ctx, t, tp)))
-        from ..training import group_configs
-
-        for members in group_configs([r.train for r in runs], ctx.params.model):
-            train_group(ctx, [runs[i] for i in members])
+            runs.append(TrialRun(t, run_params, _open_tracker(ctx, t, run_params)))
+        for group in trial_groups(runs):
+            train_group(ctx, group)
     except KeyboardInterrupt:
         # Interrupted (Ctrl-C, SIGTERM): give the unfinished trials back to the queue now.
         left = [r for r in runs if not r.done]
@@ -330,18 +372,37 @@ def run_batch(ctx: SearchContext, k: int) -> None:
         ctx.heartbeat.remove(t._trial_id for t in trials)
 
 
+def trial_groups(runs: Sequence[TrialRun]) -> list[list[TrialRun]]:
+    """The batch's trials in the groups trained together: one family (model params) per group,
+    since a batched run builds one family's modules; within it, the trainer's grouping (equal
+    structural keys of train and of the family's section)."""
+    from ..training import group_configs
+
+    by_model: dict[ModelParams, list[TrialRun]] = {}
+    for r in runs:
+        by_model.setdefault(r.model, []).append(r)
+    groups = []
+    for model, members in by_model.items():
+        for idx in group_configs([r.spec for r in members], model):
+            groups.append([members[i] for i in idx])
+    return groups
+
+
 BATCH_FILE = "trials.json"  # the trial numbers a batch checkpoint belongs to
 
 
 def _checkpoint_dir(ctx: SearchContext, runs: Sequence[TrialRun]) -> Path:
     """Keyed by the group's configurations: a re-queued batch (same parameters, same order)
     resumes the interrupted one's checkpoint, whoever runs it on this machine."""
-    payload = {
+    payload: dict[str, Any] = {
         "train": [{k: v for k, v in to_plain(r.train).items() if k != "steps"} for r in runs],
-        "model": ctx.params.section("model"),
+        "model": runs[0].params.section("model"),  # one family per group
         "data": ctx.prepared.data_hash,
         "mask": ctx.prepared.mask.digest(),
     }
+    own = [to_plain(r.spec.method) for r in runs if r.spec.method is not None]
+    if own:  # the family's section (absent for families without one: keys stay as before)
+        payload["method"] = own
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return ctx.out_dir / "checkpoints" / key
 
@@ -387,16 +448,15 @@ def train_group(ctx: SearchContext, runs: list[TrialRun]) -> None:
     # Execution settings only: every rung ends in a checkpoint anyway, so more frequent ones
     # would write K models' states (3 x 3 MB each) for little gain.
     every = max(ctx.params.train.checkpoint_every, sp.steps // max(1, len(rung_steps(sp))))
-    own = ctx.params.method_params()
     configs = [
-        RunSpec(dataclasses.replace(r.train, steps=sp.steps, checkpoint_every=every), own)
+        RunSpec(dataclasses.replace(r.train, steps=sp.steps, checkpoint_every=every), r.spec.method)
         for r in runs
     ]
     group = GroupRun(
         ctx.prepared,
         configs,
         list(range(len(runs))),
-        ctx.params.model,
+        runs[0].model,  # trial_groups: one family per group
         checkpoint_dir=ckdir,
         progress=ctx.progress,
     )
@@ -503,13 +563,16 @@ def complete_trial(ctx: SearchContext, run: TrialRun, result: Any, values: Seque
     """Save the model, compute the full-ground-truth metrics beside it, tell COMPLETE."""
     from ..models.io import save_model
 
-    p, sp = ctx.params, ctx.params.search
+    p, sp = run.params, ctx.params.search
     trial_dir = ctx.out_dir / "trials" / f"{run.number:05d}"
     trial_dir.mkdir(parents=True, exist_ok=True)
     prepared = ctx.prepared
+    own = p.method_params()
     meta = {
         "train": to_plain(run.train),
         "model": p.section("model"),
+        # as semidisent train writes it: the family's section under its name
+        **({p.model.name: to_plain(own)} if own is not None else {}),
         "data": p.section("data"),
         "content_sha256": prepared.data_hash,
         "mask_sha256": prepared.mask.digest(),
@@ -530,9 +593,7 @@ def complete_trial(ctx: SearchContext, run: TrialRun, result: Any, values: Seque
         from ..stages.evaluate import run_evaluate
 
         eval_params = dataclasses.replace(
-            p,
-            train=run.train,
-            eval=dataclasses.replace(p.eval, metrics=tuple(sp.gt_metrics), few_label=False),
+            p, eval=dataclasses.replace(p.eval, metrics=tuple(sp.gt_metrics), few_label=False)
         )
         try:
             metrics = run_evaluate(
@@ -548,6 +609,7 @@ def complete_trial(ctx: SearchContext, run: TrialRun, result: Any, values: Seque
             "study": ctx.study_name,
             "trial": run.number,
             "params": run.trial.params,
+            "model": p.model.name,
             "values": list(values),
             "objectives": list(sp.objectives),
             "gt": gt,

@@ -16,13 +16,14 @@ metrics and the differences, or says plainly that no p = 0 trial completed.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .space import BASELINE_KEY
+from .space import BASELINE_KEY, MODEL_KEY, applied_params, qualified, trial_sections
 
 # The ground-truth metric each few-label objective estimates.
 GT_COUNTERPART = {"val_mig": "mig", "val_dci": "dci", "val_sap": "sap"}
@@ -36,10 +37,25 @@ class StudyView:
     name: str
     objectives: tuple[str, ...]
     directions: tuple[str, ...]
-    space: tuple[str, ...]  # searched train keys, in params.yaml order
+    space: tuple[str, ...]  # searched keys (train: bare; model.name; <family>.<key>)
     log_axes: tuple[str, ...]  # searched keys with a log-uniform range
     fixed: dict[str, Any]  # train values of the plot axes that are not searched
     gt_metrics: tuple[str, ...]
+    # The fixed model.name (the family of every trial unless model.name is searched); None:
+    # not known (a trial's family is then only known when searched).
+    model_name: str | None = None
+
+
+def trial_family(t: Any, view: StudyView) -> str | None:
+    """The trial's model.name (searched, or the fixed one)."""
+    return t.params.get(MODEL_KEY, view.model_name)
+
+
+def trial_applied(t: Any, view: StudyView) -> dict[str, Any]:
+    """The trial's searched keys that apply to it, in the space's order (not the keys of other
+    families, drawn for every trial)."""
+    applied = applied_params(t.params, view.model_name)
+    return {k: applied[k] for k in view.space if k in applied}
 
 
 def _finite(v: Any) -> bool:
@@ -224,7 +240,9 @@ def baseline_summary(trials: Sequence[Any], view: StudyView) -> dict[str, Any]:
         return out
     out.update(zip(view.objectives, base.values, strict=True))
     out["gt"] = _gt(base)
-    out["params"] = {k: base.params[k] for k in view.space if k in base.params}
+    out["params"] = trial_applied(base, view)
+    if trial_family(base, view) is not None:
+        out["model"] = trial_family(base, view)
     best = best_trial(trials, view.directions)
     diff: dict[str, Any] = {
         name: b - a for name, a, b in zip(view.objectives, base.values, best.values, strict=True)
@@ -246,7 +264,12 @@ def summary(trials: Sequence[Any], view: StudyView, counts: dict[str, int]) -> d
             "trial": best.number,
             **dict(zip(view.objectives, best.values, strict=True)),
             "gt": {k: v for k, v in (best.user_attrs.get("gt") or {}).items() if _finite(v)},
+            # its searched keys (model.name and family keys included) and family, as the
+            # baseline's: what the best trial is, next to how well it did
+            "params": trial_applied(best, view),
         }
+        if trial_family(best, view) is not None:
+            out["best"]["model"] = trial_family(best, view)
     else:
         out["best"] = {"trial": None}
     out["baseline"] = baseline_summary(trials, view)
@@ -256,14 +279,40 @@ def summary(trials: Sequence[Any], view: StudyView, counts: dict[str, int]) -> d
     return out
 
 
+def _override_value(v: Any) -> str:
+    """A value as ``-S`` reads it back (YAML): strings as they are, numbers and booleans JSON."""
+    return v if isinstance(v, str) else json.dumps(v)
+
+
 def best_params(trials: Sequence[Any], view: StudyView, steps: int) -> dict[str, Any]:
-    """best_params.json: the searched train keys of the best trial, ready to be used as
-    ``-S train.<key>=<value>`` overrides of a full training."""
+    """best_params.json: the best trial's searched keys by params section, ready to be merged
+    into params (``train``, ``model``, its family's section: what the Kubeflow train step does)
+    or used as ``-S`` overrides of a full training (``overrides``).
+
+    ``train``: its searched train keys; ``model``: ``{"name": its family}`` (searched or fixed:
+    the family keys mean nothing without it); ``<family>``: its searched family keys (only its
+    own family's, when model.name is searched). Empty without a complete trial."""
     best = best_trial(trials, view.directions)
+    sections: dict[str, dict[str, Any]] = {"train": {}}
+    model: dict[str, Any] = {}
+    overrides: list[str] = []
+    if best is not None:
+        name, sections = trial_sections(best.params, view.model_name)
+        if name is not None:
+            model = {"name": name}
+            overrides.append(f"model.name={name}")
+        overrides += [
+            f"{qualified(k)}={_override_value(v)}"
+            for k, v in trial_applied(best, view).items()
+            if k != MODEL_KEY
+        ]
     return {
         "study": view.name,
         "trial": None if best is None else best.number,
-        "train": {} if best is None else {k: best.params[k] for k in view.space},
+        "train": sections["train"],
+        "model": model,
+        **{k: v for k, v in sections.items() if k != "train"},
+        "overrides": overrides,
         "values": None if best is None else list(best.values),
         "objectives": list(view.objectives),
         "directions": list(view.directions),

@@ -1,11 +1,17 @@
 """The search space of ``search.space`` in params.yaml, parsed and checked before any trial.
 
-Each key is a ``train.*`` parameter; each value is either a range ``{low, high[, log][, step]}``
-or ``{choices: [...]}``. Every bound and choice must itself be a valid value of that training
-parameter (so ``beta: {low: 0, ...}`` fails with train.beta's own rule), a range must not be
-empty, and the grid sampler needs finite values (choices, or a step). Keys that change how a
-run executes rather than what it learns (``NOT_SEARCHABLE``) are refused; the trial length is
-``search.steps``.
+Each key is a bare ``train.*`` parameter (``beta``), the model family ``model.name``, or a key of
+a family's own params section (``s2_factor_vae.gamma``); each value is either a range
+``{low, high[, log][, step]}`` or ``{choices: [...]}``. Every bound and choice must itself be a
+valid value of that parameter (so ``beta: {low: 0, ...}`` fails with train.beta's own rule and
+``s2_factor_vae.gamma: {low: -1, ...}`` with s2_factor_vae.gamma's), a range must not be empty,
+and the grid sampler needs finite values (choices, or a step). Keys that change how a run
+executes rather than what it learns (``NOT_SEARCHABLE``) are refused; the trial length is
+``search.steps``. A family key must belong to a family the trials train (``model.name``, or one
+of its searched choices): otherwise it would be drawn for every trial and read by none.
+
+The nested form that ``-S search.space.s2_factor_vae.gamma=...`` or ``dvc exp run -S`` writes
+(``s2_factor_vae: {gamma: {...}}``) is the same key (:func:`flatten_space`).
 
 The objectives a study may optimise are checked here too (``check_objectives``): the few-label
 scores computed on the labelled pool (``eval.few_label_protocol``), or final training statistics,
@@ -111,22 +117,104 @@ def check_objectives(objectives: Sequence[str], pruner: str, prefix: str = "sear
         )
 
 
-def _train_field(name: str) -> tuple[Any, Any]:
-    from ..config.schema import TrainParams
+# The searched model family (its choices are model.name values); the only searchable model key:
+# the others shape the network every family shares.
+MODEL_KEY = "model.name"
+# The sections of a nested space entry (``model: {name: {...}}``) that name a dotted key.
+_NESTED_SECTIONS = ("train", "model")
 
-    fields = TrainParams.__dataclass_fields__
-    return fields[name], typing.get_type_hints(TrainParams)[name]
+
+def _section_class(section: str) -> type:
+    from ..config.schema import METHOD_SECTIONS, ModelParams, TrainParams
+
+    if section == "train":
+        return TrainParams
+    if section == "model":
+        return ModelParams
+    return METHOD_SECTIONS[section]
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """A space key as (params section, field): ``beta`` -> (train, beta), ``model.name`` ->
+    (model, name), ``s2_factor_vae.gamma`` -> (s2_factor_vae, gamma)."""
+    section, dot, field_name = name.partition(".")
+    return ("train", name) if not dot else (section, field_name)
+
+
+def qualified(name: str) -> str:
+    """The params.yaml key of a space key (``beta`` -> ``train.beta``)."""
+    section, field_name = split_key(name)
+    return f"{section}.{field_name}"
+
+
+def _field(name: str) -> tuple[Any, Any]:
+    section, field_name = split_key(name)
+    cls = _section_class(section)
+    return cls.__dataclass_fields__[field_name], typing.get_type_hints(cls)[field_name]
 
 
 def _checked(name: str, value: Any, key: str) -> Any:
-    """``value`` as a valid train.<name>, or a ParamsError naming ``key``."""
-    f, tp = _train_field(name)
+    """``value`` as a valid value of the space key ``name`` (its section's own rule), or a
+    ParamsError naming ``key``."""
+    f, tp = _field(name)
     v = coerce(value, tp, key)
     check = f.metadata.get("check")
     msg = check(v) if check else None
     if msg:
-        raise bad_value(key, value, f"{msg} (as train.{name})")
+        raise bad_value(key, value, f"{msg} (as {qualified(name)})")
     return v
+
+
+def flatten_space(space: Any) -> Any:
+    """``search.space`` with nested section entries as dotted keys: ``{s2_factor_vae: {gamma:
+    {low: 5, high: 50}}}`` (what ``dvc exp run -S search.space.s2_factor_vae.gamma=...`` writes
+    into params.yaml) is ``{"s2_factor_vae.gamma": {low: 5, high: 50}}``. A nested entry wins
+    over a dotted one of the same key: it is the override written later. Anything that is not
+    a mapping is left for :func:`parse_space` to refuse."""
+    from ..config.schema import METHOD_SECTIONS
+
+    if not isinstance(space, dict):
+        return space
+    sections = (*_NESTED_SECTIONS, *METHOD_SECTIONS)
+    flat: dict[str, Any] = {}
+    nested: dict[str, Any] = {}
+    for name, spec in space.items():
+        is_dim = isinstance(spec, dict) and bool(set(spec) & (RANGE_KEYS | {"choices"}))
+        if name in sections and isinstance(spec, dict) and spec and not is_dim:
+            nested.update({f"{name}.{k}": v for k, v in spec.items()})
+        else:
+            flat[name] = spec
+    return {**flat, **nested}
+
+
+def family_of(name: str) -> str | None:
+    """The family whose own section holds the space key ``name`` (None: train or model)."""
+    section, _ = split_key(name)
+    return None if section in ("train", "model") else section
+
+
+def trial_sections(
+    trial_params: dict[str, Any], model_name: str | None
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """A trial's searched values by params section: ``(its model.name, {"train": {...},
+    "<family>": {...}})``. ``model_name`` is the fixed model.name (used when it is not searched;
+    None: unknown). Keys of other families than the trial's are left out: they were drawn for
+    every trial (one space for all) but apply to their own family's trials only."""
+    name = trial_params.get(MODEL_KEY, model_name)
+    out: dict[str, dict[str, Any]] = {"train": {}}
+    for key, value in trial_params.items():
+        section, field_name = split_key(key)
+        if section == "model":
+            continue
+        if section == "train" or section == name:
+            out.setdefault(section, {})[field_name] = value
+    return name, out
+
+
+def applied_params(trial_params: dict[str, Any], model_name: str | None) -> dict[str, Any]:
+    """A trial's searched keys that apply to it (its own family's keys, not the others')."""
+    name = trial_params.get(MODEL_KEY, model_name)
+    return {k: v for k, v in trial_params.items() if family_of(k) is None or family_of(k) == name}
 
 
 def _base_type(tp: Any) -> Any:
@@ -138,17 +226,81 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[Dimension]:
-    from ..config.schema import TrainParams
+def _check_key(name: str, spec: Any, key: str) -> None:
+    """Refuse a space key that names no searchable parameter, with what is allowed."""
+    from ..config.schema import METHOD_SECTIONS, TrainParams
 
+    section, field_name = split_key(name)
+    families = ", ".join(METHOD_SECTIONS)
+    if section == "train" and "." not in name:
+        train_keys = set(TrainParams.__dataclass_fields__)
+        if name not in train_keys:
+            raise bad_value(
+                key,
+                spec,
+                "a key of train: " + ", ".join(sorted(train_keys)) + f"; or {MODEL_KEY}, or "
+                f"<family>.<key> of a family's own section ({families})",
+            )
+    elif section == "train":
+        raise bad_value(key, spec, f"the bare train key {field_name} (train keys have no prefix)")
+    elif section == "model":
+        if field_name != "name":
+            raise bad_value(
+                key,
+                spec,
+                f"{MODEL_KEY}, the only searchable model key (the others shape the network "
+                "every family shares)",
+            )
+    elif section in METHOD_SECTIONS:
+        keys = list(METHOD_SECTIONS[section].__dataclass_fields__)
+        if field_name not in keys:
+            raise bad_value(key, spec, f"a key of {section}: " + ", ".join(keys))
+    else:
+        raise bad_value(
+            key,
+            spec,
+            f"a train key (bare: beta), {MODEL_KEY}, or <family>.<key> of a family's own "
+            f"section ({families})",
+        )
+
+
+def _check_families(
+    dims: Sequence[Dimension], space: dict[str, Any], model_name: str | None
+) -> None:
+    """Refuse a family key whose family no trial trains: neither the fixed model.name nor one of
+    the searched model.name choices (its value would be drawn for every trial, read by none)."""
+    searched = {d.name: d for d in dims}
+    if MODEL_KEY in searched:
+        trained = set(searched[MODEL_KEY].choices)
+        where = f"search.space.{MODEL_KEY} choices {list(searched[MODEL_KEY].choices)}"
+    elif model_name is not None:
+        trained = {model_name}
+        where = f"model.name = {model_name}"
+    else:
+        return
+    for d in dims:
+        family = family_of(d.name)
+        if family is not None and family not in trained:
+            raise bad_value(
+                f"search.space.{d.name}",
+                space[d.name],
+                f"a key of a family the trials train ({where}): set model.name = {family}, or "
+                f"search {MODEL_KEY} with {family} among its choices",
+            )
+
+
+def parse_space(
+    space: dict[str, dict[str, Any]], sampler: str = "tpe", model_name: str | None = None
+) -> list[Dimension]:
+    """The checked dimensions of ``search.space``. ``model_name`` (the fixed model.name): also
+    refuse keys of families no trial trains (the params check at load passes it)."""
     dims = []
-    train_keys = set(TrainParams.__dataclass_fields__)
+    space = flatten_space(space)
     if not space:
         raise bad_value("search.space", space, "at least one train parameter to search")
     for name, spec in space.items():
         key = f"search.space.{name}"
-        if name not in train_keys:
-            raise bad_value(key, spec, "a key of train: " + ", ".join(sorted(train_keys)))
+        _check_key(name, spec, key)
         if name in NOT_SEARCHABLE:
             raise bad_value(
                 key,
@@ -161,7 +313,7 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
             raise bad_value(
                 key, spec, "{low: .., high: ..[, log: true][, step: ..]} or {choices: [...]}"
             )
-        _, tp = _train_field(name)
+        _, tp = _field(name)
         base = _base_type(tp)
         if "choices" in spec:
             if set(spec) != {"choices"}:
@@ -180,7 +332,7 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
                 key, spec, "{low: .., high: ..[, log: true][, step: ..]} or {choices: [...]}"
             )
         if base not in (int, float):
-            raise bad_value(key, spec, f"choices (train.{name} is not numeric)")
+            raise bad_value(key, spec, f"choices ({qualified(name)} is not numeric)")
         low = _checked(name, spec["low"], f"{key}.low")
         high = _checked(name, spec["high"], f"{key}.high")
         if not low < high:
@@ -204,6 +356,7 @@ def parse_space(space: dict[str, dict[str, Any]], sampler: str = "tpe") -> list[
                 name, "int" if base is int else "float", low=low, high=high, log=log, step=step
             )
         )
+    _check_families(dims, space, model_name)
     return dims
 
 

@@ -9,7 +9,8 @@ workers on several machines share one study. The URL may carry a password: it is
 shown through :func:`semidisent.tracking.redact.redact_value`.
 
 Identity. A study holds trials that are comparable: same space, objectives, trial length, fixed
-train keys, model, data and supervision. That identity is stored in the study's user attributes
+train keys, model (its family unless searched), the fixed keys of the sections of the families
+trials train, data and supervision. That identity is stored in the study's user attributes
 when the study is created; a worker whose parameters differ is refused with every difference
 named (as a training checkpoint is), instead of silently mixing incomparable trials. The
 default study name contains ``{digest}``, a digest of the identity, so a changed configuration
@@ -55,7 +56,7 @@ from ..config.schema import Params, SearchParams
 from ..config.validation import to_plain
 from ..errors import SemidisentError
 from ..tracking.redact import redact_value
-from .space import BASELINE_KEY, Dimension, parse_space
+from .space import BASELINE_KEY, MODEL_KEY, Dimension, parse_space
 
 if TYPE_CHECKING:
     import optuna
@@ -349,6 +350,7 @@ def grid_size(dims: Sequence[Dimension]) -> int:
 
 def study_identity(params: Params, content_sha256: str | None = None) -> dict[str, Any]:
     """What makes two trials comparable (``content_sha256``: the prepared data, when known)."""
+    from ..config.schema import METHOD_SECTIONS
     from ..training.checkpoint import EXECUTION_KEYS
 
     sp = params.search
@@ -359,6 +361,13 @@ def study_identity(params: Params, content_sha256: str | None = None) -> dict[st
         for k, v in to_plain(params.train).items()
         if k not in EXECUTION_KEYS and k not in searched
     }
+    model = params.section("model")
+    by_name = {d.name: d for d in dims}
+    if MODEL_KEY in by_name:  # searched: the fixed model.name is no trial's
+        del model["name"]
+        families = list(by_name[MODEL_KEY].choices)
+    else:
+        families = [params.model.name]
     ident: dict[str, Any] = {
         "search": {
             # Parsed, so that `low: 1` and `low: 1.0` are the same space.
@@ -369,7 +378,7 @@ def study_identity(params: Params, content_sha256: str | None = None) -> dict[st
             "reports": rung_steps(sp),
         },
         "train": train,
-        "model": params.section("model"),
+        "model": model,
         "data": params.section("data"),
         "supervision": params.section("supervision"),
         # The few-label objective's estimator settings and protocol (which labelled rows it
@@ -380,6 +389,13 @@ def study_identity(params: Params, content_sha256: str | None = None) -> dict[st
             "few_label_protocol": params.eval.few_label_protocol,
         },
     }
+    # The fixed keys of the sections of the families trials train (their searched keys are in
+    # the space). Families without a section add nothing: an s2vae study keeps its identity.
+    for family in families:
+        if family in METHOD_SECTIONS:
+            ident[family] = {
+                k: v for k, v in params.section(family).items() if f"{family}.{k}" not in searched
+            }
     if content_sha256 is not None:
         ident["data.content_sha256"] = content_sha256
     return ident

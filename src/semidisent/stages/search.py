@@ -1,9 +1,11 @@
-"""`semidisent search`: an Optuna study over train.* keys, trials trained in batches.
+"""`semidisent search`: an Optuna study over train.* keys, model.name and the families' own keys,
+trials trained in batches.
 
 Writes into ``out_dir`` (docs/search.md):
 
-- ``best_params.json``: ``{"train": {searched keys of the best trial}, "values": [...],
-  "trial": n, "study": name, ...}``;
+- ``best_params.json``: ``{"train": {searched train keys of the best trial}, "model": {"name":
+  its family}, "<family>": {its searched family keys}, "overrides": ["train.beta=..", ...],
+  "values": [...], "trial": n, "study": name, ...}``;
 - ``trials.csv``: one row per trial (number, state, objective values, parameters, the
   full-ground-truth metrics logged beside them, steps, worker, MLflow run);
 - ``trials.png``: beta vs replacement rate coloured by the score, and the score against its
@@ -49,6 +51,9 @@ class SearchSummary:
     best_trial: int | None
     best_values: list[float] | None
     best_train: dict[str, Any]
+    # best_params.json: the best trial's keys by section (train, model, its family's) and as
+    # -S overrides
+    best_params: dict[str, Any] = field(default_factory=dict)
     trials_run: list[int] = field(default_factory=list)  # numbers this call finished
     parent_run_id: str | None = None
     registered: dict[str, Any] | None = None  # {"trial", "name", "version"}
@@ -281,6 +286,7 @@ def summarize_study(
         log_axes=tuple(d.name for d in dims if d.log),
         fixed={a: getattr(params.train, a) for a in results.PLOT_AXES},
         gt_metrics=tuple(sp.gt_metrics),
+        model_name=params.model.name,
     )
     trials = study.get_trials(deepcopy=False)
     c = counts(trials)
@@ -295,7 +301,7 @@ def summarize_study(
     registered = None
     best_trial = results.best_trial(trials, view.directions)
     if best_trial is not None:
-        registered = _best_model(params, study, best_trial, out, register)
+        registered = _best_model(params, study, best_trial, out, register, best)
     if params.tracking.enabled and parent is not None:
         _log_to_parent(params, parent, out, summary, best)
     from ..search.study import resolve_storage_url
@@ -310,6 +316,7 @@ def summarize_study(
         best_trial=best["trial"],
         best_values=best["values"],
         best_train=best["train"],
+        best_params=best,
         parent_run_id=parent,
         registered=registered,
         out_dir=out,
@@ -335,6 +342,8 @@ def _log_to_parent(
     }
     tracker.log_metrics(numbers)  # best.*, baseline.* (the best p = 0 trial), selection.*, ...
     tags = {f"best.{k}": str(v) for k, v in best["train"].items()}
+    # the best trial's family and its family keys (best.model.name, best.s2_factor_vae.gamma)
+    tags.update({f"best.{k}": v for k, v in _override_pairs(best) if not k.startswith("train.")})
     base = summary.get("baseline") or {}
     tags.update({f"baseline.{k}": str(v) for k, v in (base.get("params") or {}).items()})
     n = base.get("trial")
@@ -345,8 +354,15 @@ def _log_to_parent(
     tracker.close()
 
 
+def _override_pairs(best: dict[str, Any]) -> list[tuple[str, str]]:
+    """best_params.json's overrides as (params key, value text)."""
+    return [
+        (key, value) for key, _, value in (o.partition("=") for o in best.get("overrides") or [])
+    ]
+
+
 def _best_model(
-    params: Params, study: Any, best: Any, out: Path, register: bool
+    params: Params, study: Any, best: Any, out: Path, register: bool, best_params: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Copy the best trial's model to best_model.pt (from this machine or its MLflow run) and
     register it, unless that trial is already the registered one."""
@@ -383,13 +399,17 @@ def _best_model(
         "trial": best.number,
     }
     try:
+        family = (best_params.get("model") or {}).get("name", params.model.name)
         reg = log_and_register(
             _tracking_uri(params),
             run_id,
             target,
             name,
             metrics,
-            description=f"best trial {best.number} of Optuna study {study.study_name}",
+            description=f"best trial {best.number} of Optuna study {study.study_name} "
+            f"(model.name {family})",
+            # what reproduces it: its family and searched keys (model.name, train.beta, ...)
+            tags=dict(_override_pairs(best_params)),
         )
     except Exception as e:  # tracking never fails the search
         log.warning("best model not registered: %s", redact_value(str(e))[:300])

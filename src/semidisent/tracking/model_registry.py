@@ -59,9 +59,11 @@ def log_and_register(
     registered_name: str | None,
     metrics: Mapping[str, Any],
     description: str = "",
+    tags: Mapping[str, str] | None = None,
 ) -> RegisteredModel:
     """Log ``model.pt`` under the run (pickle flavour) and register a new version of
-    ``registered_name`` (when given), tagged with the flat metrics."""
+    ``registered_name`` (when given), tagged with the flat metrics and ``tags`` (text, e.g.
+    the search's best trial's model.name and keys)."""
     _client_settings()
     import mlflow
     import mlflow.pytorch
@@ -86,6 +88,8 @@ def log_and_register(
         for key, value in flatten(metrics).items():
             if isinstance(value, (int, float)):
                 client.set_model_version_tag(registered_name, str(version), key, f"{value:.6g}")
+        for key, text in (tags or {}).items():
+            client.set_model_version_tag(registered_name, str(version), key, str(text))
         client.set_model_version_tag(registered_name, str(version), "run_id", run_id)
         if description:
             client.update_model_version(registered_name, str(version), description=description)

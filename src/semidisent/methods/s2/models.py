@@ -122,7 +122,8 @@ class FactorVAE(SemiSupervisedVAE):
 class MineVAE(SemiSupervisedVAE):
     """R_s is replaced by the MINE penalty; labels must be fully observed (checked on load)."""
 
-    stat_names: ClassVar[tuple[str, ...]] = (*STAT_NAMES, "mine")
+    # mi: the estimators' total Donsker-Varadhan estimate over every (factor, latent) pair.
+    stat_names: ClassVar[tuple[str, ...]] = (*STAT_NAMES, "mi")
     default_target = "gaussian"  # the MINE penalty fixes no per-label location
 
     def __init__(self, vae: VAE, config: ObjectiveConfig, units: int, init: str):
@@ -152,7 +153,8 @@ class MineVAE(SemiSupervisedVAE):
         mi_model = mutual_information(_detached(self.estimators), x)  # into the encoder only
         mi_estimators = mutual_information(own, x.detach())  # into the estimators only
         penalty = torch.where(self.off_diagonal, mi_model.square(), 0.0).sum()
-        return penalty, -mi_estimators.sum()
+        total = mi_estimators.sum()
+        return penalty, -total, (total.detach(),)
 
     def labelled_kl_weight(self, hyper: Hyper) -> torch.Tensor:
         return hyper["beta"]
