@@ -81,6 +81,8 @@ class BuildContext:
     decode_labelled: bool
     # Whether every label entry of the pool is observed (no partial labeller).
     all_labels_observed: bool = True
+    # The dataset's observations (C, H, W): a family checks the sizes its networks take.
+    observation_shape: tuple[int, int, int] = (1, 64, 64)
 
 
 class Method(abc.ABC):
@@ -118,6 +120,13 @@ class Method(abc.ABC):
     def export(self, module: nn.Module) -> nn.Module:
         """The network evaluated and written to the model file."""
         return module
+
+    def network_from_config(self, config: dict[str, Any]) -> nn.Module:
+        """The exported network rebuilt from its config (what the model file stores); default:
+        the disentanglement_lib VAE."""
+        from ..models.vae import VAE, VAEConfig
+
+        return VAE(VAEConfig(**config))
 
     def export_state(self, module: nn.Module) -> dict[str, Any]:
         """Learned values worth recording beside the model (plain lists)."""

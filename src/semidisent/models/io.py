@@ -1,5 +1,9 @@
 """The trained-model file (``model.pt``): weights + the config that rebuilds them + metadata.
 
+The network is whatever the model family exports (``Method.export``: the VAE for the
+semi-supervised family); the meta's ``model.name`` says which family, and that family rebuilds
+the network from its config (``Method.network_from_config``).
+
 This is what `semidisent train` hands to `evaluate`, the registry and users; training
 checkpoints (optimiser, RNG states) are a separate, larger format owned by the trainer.
 Loading uses ``weights_only=True``: the file holds tensors and plain Python values only.
@@ -14,13 +18,14 @@ from typing import Any
 import torch
 
 from ..errors import ArtifactError
-from .vae import VAE, VAEConfig
 
 FORMAT = "semidisent.model/1"
 
 
-def save_model(path: str | Path, model: VAE, meta: dict[str, Any] | None = None) -> Path:
-    """Write atomically (temp file + rename)."""
+def save_model(path: str | Path, model: Any, meta: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temp file + rename). ``model``: a family's exported network (a
+    :class:`VAE` for the semi-supervised family), with ``config.to_dict()``; ``meta["model"]``
+    names its family, which rebuilds it on load."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -43,7 +48,20 @@ def require_model_file(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VAE, dict]:
+def network_from_file(config: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the exported network: the family named in the file's meta (``model.name``; the
+    semi-supervised beta-VAE for files that name none) knows its network's config."""
+    from ..methods import get_method
+
+    name = (meta.get("model") or {}).get("name", "s2vae")
+    try:
+        method = get_method(name)
+    except ValueError as e:
+        raise ArtifactError(f"model file of an unknown family: {e}") from None
+    return method.network_from_config(config)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Any, dict]:
     """(model in eval mode, meta). Raises ArtifactError for a missing or foreign file."""
     path = require_model_file(path)
     try:
@@ -52,7 +70,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise ArtifactError(f"model file {path} cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a semidisent model file (format {FORMAT})")
-    model = VAE(VAEConfig(**payload["config"]))
+    model = network_from_file(payload["config"], payload["meta"])
     model.load_state_dict(payload["state_dict"])
     model.to(map_location).eval()
     return model, payload["meta"]

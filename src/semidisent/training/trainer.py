@@ -210,12 +210,7 @@ def build_run(prepared: Prepared, configs: Sequence[Config], model_params: Model
     device = resolve_device(first.device)
     amp = resolve_amp(first.amp, device)
     dataset, mask = prepared.dataset, prepared.mask
-    channels, height, width = dataset.observation_shape
-    if (height, width) != (64, 64):
-        raise SemidisentError(
-            f"the disentanglement_lib VAE takes 64x64 images; {dataset.name} has "
-            f"{height}x{width}: choose a 64x64 dataset (data.dataset)"
-        )
+    channels = dataset.observation_shape[0]
     labelled_batch = first.labelled_batch_size or first.batch_size
     method = get_method(model_params.name)
     ctx = BuildContext(
@@ -225,6 +220,7 @@ def build_run(prepared: Prepared, configs: Sequence[Config], model_params: Model
         amp_dtype=amp,
         decode_labelled=decodes_labelled([s.train for s in specs]),
         all_labels_observed=bool(np.asarray(mask.observed).all()),
+        observation_shape=tuple(int(d) for d in dataset.observation_shape),
     )
     modules = [method.build(s, ctx) for s in specs]
     extra = method.extra_uniforms(ctx, first.batch_size, labelled_batch)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...errors import ParamsError
+from ...errors import ParamsError, SemidisentError
 from ...models.vae import VAE
 from ...objectives.s2vae import SemiSupervisedVAE
 from ...objectives.schedule import SCHEDULE_CODES
@@ -32,6 +32,12 @@ class S2Method(Method):
     def build(self, spec: RunSpec, ctx: BuildContext) -> nn.Module:
         from ...training.step import objective_config, vae_config
 
+        if ctx.observation_shape[1:] != (64, 64):
+            h, w = ctx.observation_shape[1:]
+            raise SemidisentError(
+                f"the disentanglement_lib VAE takes 64x64 images; the dataset has {h}x{w}: "
+                "choose a 64x64 dataset (data.dataset)"
+            )
         objective = objective_config(
             spec.train, ctx.label_sizes, ctx.decode_labelled, ctx.amp_dtype
         )
