@@ -101,6 +101,15 @@ def _assert_same_training(a: dict, b: dict, steps: int, lr: float, rounding: flo
 # ------------------------------------------------------------------------------ counter RNG
 
 
+def test_uniforms_never_reach_one_so_normals_stay_finite():
+    """The top 24-bit cell's centre, 1 - 2^-25, rounds to 1.0 in float32: it must not (erfinv(1)
+    is inf, Gumbel's -log(-log 1) too); every other cell keeps its value."""
+    bits = torch.tensor([2**32 - 1, 2**32 - 257, 0], dtype=torch.int64)
+    u = to_uniform(bits)
+    assert u[0] == 1.0 - 2.0**-24 and u[1] == 1.0 - 2.0**-23 and u[2] == 2.0**-25
+    assert torch.isfinite(to_normal(bits)).all()
+
+
 def test_hash_matches_its_integer_reference_and_is_uniform():
     xs = [0, 1, 2, 12345, 2**31, 2**32 - 1]
     assert mix32(torch.tensor(xs)).tolist() == [mix32_int(x) for x in xs]

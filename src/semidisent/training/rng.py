@@ -20,6 +20,7 @@ import torch
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B9
 _TWO_POW_M24 = 1.0 / (1 << 24)
+_BELOW_ONE = 1.0 - _TWO_POW_M24
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -65,8 +66,10 @@ def random_bits(key: torch.Tensor, step: torch.Tensor, counters: torch.Tensor) -
 
 
 def to_uniform(bits: torch.Tensor) -> torch.Tensor:
-    """float32 in (0, 1): the top 24 bits, centred in their cell (never 0 or 1)."""
-    return ((bits >> 8).to(torch.float32) + 0.5) * _TWO_POW_M24
+    """float32 in (0, 1): the top 24 bits, centred in their cell (never 0 or 1). The top cell's
+    centre, 1 - 2^-25, is not a float32 and rounds to 1.0 (then to_normal gave inf, once in
+    2^24 draws): it is clamped to 1 - 2^-24, the largest float32 below 1; no other value moves."""
+    return (((bits >> 8).to(torch.float32) + 0.5) * _TWO_POW_M24).clamp(max=_BELOW_ONE)
 
 
 def to_normal(bits: torch.Tensor) -> torch.Tensor:
