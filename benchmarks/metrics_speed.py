@@ -13,8 +13,13 @@ factors, with a perfectly disentangled, a mixed and a random code, and, with --m
 encoder's codes of every dSprites row (looked up by row, so the reference mode's estimators, not
 its encoder calls, set the pace): reference vs fast, largest absolute difference per score.
 
+Part 3 (always, unless --skip-dci-agreement): DCI fast vs reference on entangled codes of the
+same grid (a near-perfect code through random 10 x 10 mixings, --dci-codes seeds), every score's
+difference, at --dci-scale times the study sizes (default 0.1: reference DCI at study size takes
+~3 minutes per code on a 2-core CPU; pass 1.0 for the study sizes).
+
     python benchmarks/metrics_speed.py --prepared data/prepared [--model models/default/model.pt]
-        [--scale 1.0] [--known-codes] [--skip-reference] [--json results.json]
+        [--scale 1.0] [--known-codes] [--skip-reference] [--dci-scale 0.1] [--json results.json]
 
 Timings on a shared machine vary (see the speed index printed with them: seconds of a fixed
 numpy workload, lower is faster).
@@ -256,6 +261,40 @@ def known_codes_section(args, model_table: np.ndarray | None) -> dict:
     return out
 
 
+def dci_agreement_section(args) -> dict:
+    """DCI fast vs reference on linear mixtures of a near-perfect code (dSprites-sized grid)."""
+    sizes = (3, 6, 40, 32, 32)
+    ds = testing.factor_image_dataset(sizes)
+    print(
+        f"\n== DCI agreement on entangled codes (dSprites-sized factor grid, near-perfect code "
+        f"through a random 10 x 10 mixing, scale {args.dci_scale}) =="
+    )
+    out: dict[str, Any] = {}
+    for seed in args.dci_codes:
+        code = testing.MixtureCode(sizes, seed=seed)
+        scores, seconds = {}, {}
+        for mode in ("fast", "reference"):
+            settings = metric_settings(
+                "dci", mode, "cpu", args.dci_scale, threads=args.threads, workers=args.workers
+            )
+            t = time.perf_counter()
+            scores[mode] = compute_metric("dci", ds, code, args.seed, settings)
+            seconds[mode] = time.perf_counter() - t
+        diff = {k: scores["fast"][k] - scores["reference"][k] for k in scores["reference"]}
+        out[f"mixture seed {seed}"] = {
+            "scores": scores,
+            "seconds": seconds,
+            "fast - reference": diff,
+        }
+        print(
+            f"  mixture seed {seed}: fast {seconds['fast']:.1f} s, reference "
+            f"{seconds['reference']:.1f} s; fast - reference: "
+            + ", ".join(f"{k} {v:+.4f}" for k, v in diff.items())
+            + f" (max |.| {max(abs(v) for v in diff.values()):.4f})"
+        )
+    return out
+
+
 def model_codes_table(dataset, rep, batch: int = 8192) -> np.ndarray:
     """The representation's codes of every row of the dataset (for the agreement section)."""
     cache = CodeCache(dataset, rep, batch_size=batch, progress=True)
@@ -288,6 +327,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--known-codes", action="store_true", help="also the agreement part")
     p.add_argument("--known-scale", type=float, default=1.0)
+    p.add_argument(
+        "--dci-scale",
+        type=float,
+        default=0.1,
+        help="sample scale of the DCI agreement part (1.0: study sizes, ~3 min per code)",
+    )
+    p.add_argument(
+        "--dci-codes",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="mixing seeds of the entangled codes of the DCI agreement part",
+    )
+    p.add_argument("--skip-dci-agreement", action="store_true")
     p.add_argument("--json", default=None, help="write all results here")
     args = p.parse_args(argv)
     devices = (
@@ -326,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             with limit_threads(0):
                 table = model_codes_table(dataset, vae_representation(model, devices[-1]))
         results["known_codes"] = known_codes_section(args, table)
+    if not args.skip_dci_agreement:
+        results["dci_agreement"] = dci_agreement_section(args)
     results["speed_index_after"] = speed_index()
     print(f"\nspeed index after: {results['speed_index_after']:.3f} s")
     if args.json:

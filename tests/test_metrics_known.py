@@ -123,13 +123,19 @@ def test_permuting_code_dimensions_changes_nothing():
 
 
 def test_rescaling_code_dimensions_leaves_invariant_metrics_unchanged():
-    """MIG (equal-width bins over each dimension's range), DCI (trees), FactorVAE (variance
-    normalised) and modularity / explicitness (standardised) are invariant to per-dimension
-    scale; SAP's and BetaVAE's regularised linear models are not."""
+    """MIG (equal-width bins over each dimension's range), FactorVAE (variance normalised) and
+    modularity / explicitness (standardised) are invariant to per-dimension scale; SAP's and
+    BetaVAE's regularised linear models are not. DCI's trees are invariant in exact arithmetic,
+    but their exact split search (scikit-learn's, and fast mode's since issue 21) decides
+    near-ties by float rounding, which rescaling changes: scikit-learn's own DCI moves by up to
+    0.0016 on these two codes, so DCI is held to the bound fast mode keeps to scikit-learn's
+    (0.01, test_metrics_agreement.py), not to float precision."""
     a, b = scores("mixed"), scores("scaled_mixed")
-    for metric in ("mig", "dci", "factor_vae", "modularity"):
+    for metric in ("mig", "factor_vae", "modularity"):
         for key, value in a[metric].items():
             assert b[metric][key] == pytest.approx(value, abs=1e-6), (metric, key)
+    for key, value in a["dci"].items():
+        assert b["dci"][key] == pytest.approx(value, abs=0.01), key
 
 
 @pytest.mark.parametrize("mode", ["fast", "reference"])

@@ -61,7 +61,9 @@ class FewLabelSettings(MetricSettings):
     num_bins: int = 20
     # dlib's obtain_representation batch for the fixed data.
     batch_size: int = 100
-    max_bins: int = 768
+    # Fast-mode boosted trees: histogram bins per feature of their exact split search (speed
+    # only; the splits are scikit-learn's for any value, metrics/gbt.py).
+    max_bins: int = 384
 
     SCALED: ClassVar[tuple[str, ...]] = ()
 

@@ -107,6 +107,23 @@ def mixed_code(sizes: tuple[int, ...], mix: float = 0.5, seed: int = 0, **kw) ->
     return SyntheticCode(sizes, (1 - mix) * np.eye(f) + mix * q, seed=seed, **kw)
 
 
+class MixtureCode:
+    """An entangled code: a near-perfect code (the normalised factors, plus ``noise_dims``
+    columns of row-fixed N(0, 1) noise times ``noise_scale``) through a random square mixing
+    matrix with N(0, 1) entries (seed ``seed``). Every code dimension carries every factor, and
+    its values are all distinct, so boosted trees choose among thousands of thresholds."""
+
+    accepts_uint8 = True
+
+    def __init__(self, sizes: tuple[int, ...], seed: int = 0, noise_dims: int = 5, noise_scale=0.1):
+        self.base = perfect_code(sizes, noise_dims=noise_dims, noise_scale=noise_scale, seed=seed)
+        d = len(sizes) + noise_dims
+        self.matrix = np.random.default_rng(seed + 1000).standard_normal((d, d))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.base(x) @ self.matrix
+
+
 def random_code(sizes: tuple[int, ...], dim: int = 10, seed: int = 0) -> SyntheticCode:
     """Codes independent of the factors (a fixed random vector per dataset row)."""
     return SyntheticCode(sizes, np.zeros((len(sizes), 0)), noise_dims=dim, seed=seed)
