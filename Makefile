@@ -29,6 +29,7 @@ LINTED := src tests benchmarks $(wildcard pipelines/*.py components/*.py)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/hadolint --failure-threshold info components/Dockerfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

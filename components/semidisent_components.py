@@ -8,14 +8,17 @@ under ``kfp.local`` (``semidisent pipeline run-local``) with this machine's inte
 Artifacts between steps (typed, so the Kubeflow UI knows how to show them):
 
 - ``params`` (Artifact): the validated params.yaml of the run, read by every step;
-- ``dataset`` (Dataset): the prepared artifact (images, factors, supervision masks);
+- ``dataset`` (Dataset): the prepared artifact (images, factors, supervision masks; metadata:
+  its hashes, ``dvc_remote`` and ``data_version``), made from the data parameters alone, so
+  KFP's cache reuses it across runs with the same data;
 - ``study`` (Artifact) + ``search_page`` (HTML) + Metrics: the search summary;
 - ``model`` (Model): model.pt + its statistics, curves, params and MLflow run id;
 - ``evaluation`` (Artifact) + Metrics: metrics.json and the pictures;
 - ``report_html`` (HTML) / ``report_md`` (Markdown): the experiment report.
 
 Heavy imports (torch, mlflow, optuna) stay inside the bodies: KFP executes nothing else, and
-importing this file to compile the pipeline must stay fast.
+importing this file to compile the pipeline must stay fast. Every body runs inside
+``rt.step(...)``: a set-up mistake ends the step with one line in its log, not a traceback.
 """
 
 # No `from __future__ import annotations`: KFP reads the annotations as objects.
@@ -38,31 +41,48 @@ COMPONENT = {"base_image": DEFAULT_IMAGE, "install_kfp_package": False}
 
 @dsl.component(**COMPONENT)
 def prepare(
-    params: Input[Artifact],
     dataset: Output[Dataset],
+    data_params: str = "",
     dvc_remote: str = "",
     data_version: str = "",
-):
-    """Dataset + supervision masks -> the prepared artifact (semidisent.stages.prepare)."""
+    params: Input[Artifact] = None,
+) -> str:
+    """Dataset + supervision masks -> the prepared artifact (semidisent.stages.prepare).
+
+    ``data_params`` (validate params' output: the data and supervision sections) is all it
+    reads, so its inputs carry no run id and KFP's cache reuses the dataset across runs with
+    the same data (``params``, the whole params.yaml, is the older way in). Returns the data's
+    content hash (what the study's identity needs, without downloading the dataset)."""
     from semidisent.kfp_pipeline import runtime as rt
     from semidisent.stages.prepare import run_prepare
 
-    p = rt.fetch_dvc_data(rt.read_params(params.path), dvc_remote, data_version)
-    run_prepare(p, dataset.path, progress=False)
-    dataset.metadata.update(rt.prepared_metadata(dataset.path))
+    with rt.step("prepare"):
+        p = rt.params_from_data(data_params) if data_params else rt.read_params(params.path)
+        p = rt.fetch_dvc_data(p, dvc_remote, data_version)
+        run_prepare(p, dataset.path, progress=False)
+        dataset.metadata.update(rt.dataset_metadata(dataset.path, dvc_remote, data_version))
+        return rt.content_hash(dataset.path)
 
 
 @dsl.component(**COMPONENT)
-def search_init(params: Input[Artifact], dataset: Input[Dataset], workers: int) -> str:
+def search_init(
+    params: Input[Artifact],
+    workers: int,
+    content_sha256: str = "",
+    dataset: Input[Dataset] = None,
+) -> str:
     """Create the Optuna study (RDB storage) and its MLflow parent run before the workers start,
-    so that parallel workers share both. Returns the study's name (shown in the UI)."""
+    so that parallel workers share both. ``content_sha256``: the data's hash (prepare's output;
+    the dataset itself is not downloaded for it). Returns the study's name (shown in the UI)."""
     from semidisent.kfp_pipeline import runtime as rt
     from semidisent.stages.search import init_study
 
-    p = rt.read_params(params.path, search=True)
-    rt.check_shared_storage(p, workers)
-    name, _ = init_study(p, content_sha256=rt.content_hash(dataset.path))
-    return name
+    with rt.step("search: create study"):
+        p = rt.read_params(params.path, search=True)
+        rt.check_shared_storage(p, workers)
+        digest = content_sha256 or rt.content_hash(dataset.path)
+        name, _ = init_study(p, content_sha256=digest)
+        return name
 
 
 @dsl.component(**COMPONENT)
@@ -72,12 +92,17 @@ def search_worker(params: Input[Artifact], dataset: Input[Dataset], worker: int)
     import json
 
     from semidisent.kfp_pipeline import runtime as rt
+    from semidisent.kfp_pipeline.cluster import check_gpu
     from semidisent.stages.search import run_search
 
-    p = rt.read_params(params.path, search=True)
-    out = rt.scratch("search")
-    result = run_search(p, dataset.path, out, worker_id=rt.worker_id(p, worker), progress=False)
-    return json.dumps({"worker": worker, "trials_run": len(result.trials_run), **result.counts})
+    with rt.step("search worker"):
+        p = rt.read_params(params.path, search=True)
+        check_gpu(p.train.device, "train.device")
+        out = rt.scratch("search")
+        wid = rt.worker_id(p, worker)
+        result = run_search(p, dataset.path, out, worker_id=wid, progress=False)
+        counts = {"worker": worker, "trials_run": len(result.trials_run), **result.counts}
+        return json.dumps(counts)
 
 
 @dsl.component(**COMPONENT)
@@ -95,11 +120,12 @@ def search_summary(
     from semidisent.kfp_pipeline import runtime as rt
     from semidisent.stages.search import summarize_study
 
-    p = rt.read_params(params.path, search=True)
-    result = summarize_study(p, study.path, register=False)
-    rt.log_metrics(metrics, result.summary)
-    Path(search_page.path).write_text(rt.search_html(study.path))
-    study.metadata.update({"study": result.study, "best_trial": result.best_trial})
+    with rt.step("search: summary"):
+        p = rt.read_params(params.path, search=True)
+        result = summarize_study(p, study.path, register=False)
+        rt.log_metrics(metrics, result.summary)
+        Path(search_page.path).write_text(rt.search_html(study.path))
+        study.metadata.update({"study": result.study, "best_trial": result.best_trial})
 
 
 @dsl.component(**COMPONENT)
@@ -118,14 +144,17 @@ def train(
     from pathlib import Path
 
     from semidisent.kfp_pipeline import runtime as rt
+    from semidisent.kfp_pipeline.cluster import check_gpu
     from semidisent.stages.train import run_train_tracked
 
-    p = rt.with_best(rt.read_params(params.path), study.path)
-    work = rt.train_dir(p, checkpoint_root)
-    run_train_tracked(p, dataset.path, work, progress=False, restart_on_change=True)
-    rt.publish_model(p, work, model)
-    stats = json.loads((Path(work) / "train_stats.json").read_text())
-    rt.log_metrics(metrics, rt.train_metrics(stats))
+    with rt.step("train"):
+        p = rt.with_best(rt.read_params(params.path), study.path)
+        check_gpu(p.train.device, "train.device")
+        work = rt.train_dir(p, checkpoint_root)
+        run_train_tracked(p, dataset.path, work, progress=False, restart_on_change=True)
+        rt.publish_model(p, work, model)
+        stats = json.loads((Path(work) / "train_stats.json").read_text())
+        rt.log_metrics(metrics, rt.train_metrics(stats))
 
 
 @dsl.component(**COMPONENT)
@@ -138,11 +167,14 @@ def evaluate(
     """Disentanglement metrics and pictures of the model (semidisent.stages.evaluate), logged to
     the model's MLflow run; the scores as UI metrics."""
     from semidisent.kfp_pipeline import runtime as rt
+    from semidisent.kfp_pipeline.cluster import check_gpu
 
-    p = rt.read_params(model.path)  # the params the model was trained with (best config)
-    work = rt.working_copy(model.path)
-    scores = rt.evaluate_model(p, dataset.path, work, evaluation.path)
-    rt.log_metrics(metrics, scores)
+    with rt.step("evaluate"):
+        p = rt.read_params(model.path)  # the params the model was trained with (best config)
+        check_gpu(p.eval.device, "eval.device")
+        work = rt.working_copy(model.path)
+        scores = rt.evaluate_model(p, dataset.path, work, evaluation.path)
+        rt.log_metrics(metrics, scores)
 
 
 @dsl.component(**COMPONENT)
@@ -154,24 +186,26 @@ def report(
     registered: Output[Artifact],
 ) -> str:
     """Report (Markdown + HTML) and the model registered in MLflow with its metrics
-    (semidisent.stages.report.run_report_tracked). Returns the registered model's URI."""
+    (semidisent.stages.report.run_report_tracked). Returns the registered model's URI,
+    ``models:/<name>/<version>``."""
     import json
     import shutil
 
     from semidisent.kfp_pipeline import runtime as rt
     from semidisent.stages.report import run_report_tracked
 
-    p = rt.read_params(model.path)
-    out = rt.scratch("report") / "report"
-    run_report_tracked(p, rt.working_copy(model.path), evaluation.path, out)
-    rt.publish_report(out, report_html, report_md)
-    info_file = out / "registered_model.json"
-    if not info_file.exists():  # tracking.enabled = false: nothing registered
-        return ""
-    info = json.loads(info_file.read_text())
-    shutil.copyfile(info_file, registered.path)
-    registered.metadata.update(info)
-    return str(info["model_uri"])
+    with rt.step("report"):
+        p = rt.read_params(model.path)
+        out = rt.scratch("report") / "report"
+        run_report_tracked(p, rt.working_copy(model.path), evaluation.path, out)
+        rt.publish_report(out, report_html, report_md)
+        info_file = out / "registered_model.json"
+        if not info_file.exists():  # tracking.enabled = false: nothing registered
+            return ""
+        info = json.loads(info_file.read_text())
+        shutil.copyfile(info_file, registered.path)
+        registered.metadata.update({**info, "registered_uri": rt.registered_uri(info)})
+        return rt.registered_uri(info)
 
 
 def validate_params(spec: list[PipelineParameter]) -> Callable[..., Any]:

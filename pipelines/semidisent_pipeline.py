@@ -8,6 +8,10 @@ Its parameters mirror params.yaml: one typed pipeline parameter per key, ``secti
 from, plus ``dvc_remote`` and ``data_version`` (where the data comes from). Cluster settings
 (image, GPUs, secrets, PVC, number of search workers) are fixed at compile time
 (:class:`semidisent.kfp_pipeline.settings.ClusterSettings`).
+
+Caching: every step with side effects (study, trials, MLflow runs, the registered model) and the
+first step (it checks the pods' configuration, and takes the run id) run every time; prepare,
+fed with the data parameters only, is reused across runs with the same data.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as objects.
@@ -20,6 +24,7 @@ from kfp import dsl
 
 from semidisent.config.schema import Params
 from semidisent.kfp_pipeline import k8s
+from semidisent.kfp_pipeline.image import source_text
 from semidisent.kfp_pipeline.parameters import pipeline_parameters
 from semidisent.kfp_pipeline.settings import ClusterSettings
 
@@ -44,17 +49,24 @@ def build_pipeline(params: Params, settings: ClusterSettings) -> Callable[..., A
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         ).set_display_name("validate params")
-        k8s.cpu_task(checked, s)
+        # The search's secret too: the first step checks the study storage the pods will use.
+        k8s.no_cache(k8s.cpu_task(checked, s, search=True))
         params_file = checked.outputs["params"]
 
         prep = c.prepare(
-            params=params_file, dvc_remote=a["dvc_remote"], data_version=a["data_version"]
+            data_params=checked.outputs["Output"],
+            dvc_remote=a["dvc_remote"],
+            data_version=a["data_version"],
         )
-        k8s.cpu_task(prep.set_display_name("prepare"), s)
+        k8s.cpu_task(prep.set_display_name("prepare"), s).set_caching_options(True)
         dataset = prep.outputs["dataset"]
 
-        init = c.search_init(params=params_file, dataset=dataset, workers=s.search_workers)
-        k8s.cpu_task(init.set_display_name("search: create study"), s, search=True)
+        init = c.search_init(
+            params=params_file,
+            content_sha256=prep.outputs["Output"],
+            workers=s.search_workers,
+        )
+        k8s.no_cache(k8s.cpu_task(init.set_display_name("search: create study"), s, search=True))
         # The workers take nothing from `init` but its completion (.after): kfp.local hands a
         # task's parameter output inside a ParallelFor over as the loop item (a kfp 2.17 bug).
         # Unnamed loop: a named ParallelFor breaks dsl.Collected on the backend (kfp#13239).
@@ -62,9 +74,10 @@ def build_pipeline(params: Params, settings: ClusterSettings) -> Callable[..., A
             items=list(range(s.search_workers)), parallelism=s.search_workers
         ) as w:
             worker = c.search_worker(params=params_file, dataset=dataset, worker=w).after(init)
-            k8s.gpu_task(worker.set_display_name("search worker"), s, search=True)
+            k8s.no_cache(k8s.gpu_task(worker.set_display_name("search worker"), s, search=True))
         summary = c.search_summary(params=params_file, workers=dsl.Collected(worker.output))
-        k8s.cpu_task(summary.set_display_name("search: summary"), s, search=True)
+        # Reads the study (state outside its inputs): never reused.
+        k8s.no_cache(k8s.cpu_task(summary.set_display_name("search: summary"), s, search=True))
 
         fit = c.train(
             params=params_file,
@@ -72,14 +85,14 @@ def build_pipeline(params: Params, settings: ClusterSettings) -> Callable[..., A
             study=summary.outputs["study"],
             checkpoint_root=s.checkpoint_root,
         )
-        k8s.gpu_task(fit.set_display_name("train best config"), s)
+        k8s.no_cache(k8s.gpu_task(fit.set_display_name("train best config"), s))
 
         ev = c.evaluate(dataset=dataset, model=fit.outputs["model"])
-        k8s.gpu_task(ev.set_display_name("evaluate"), s)
+        k8s.no_cache(k8s.gpu_task(ev.set_display_name("evaluate"), s))
 
         rep = c.report(model=fit.outputs["model"], evaluation=ev.outputs["evaluation"])
-        k8s.cpu_task(rep.set_display_name("report + register"), s)
-        return rep.outputs["Output"]  # the registered model's URI
+        k8s.no_cache(k8s.cpu_task(rep.set_display_name("report + register"), s))
+        return rep.outputs["Output"]  # the registered model: models:/<name>/<version>
 
     semidisent.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
@@ -99,8 +112,10 @@ def build_pipeline(params: Params, settings: ClusterSettings) -> Callable[..., A
         ],
         return_annotation=str,
     )
+    built = f"; compiled from {source_text(s.source)}" if s.source else ""
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Semi-supervised disentanglement: prepare -> search (Optuna, ParallelFor) "
-        "-> train best config -> evaluate -> register in MLflow",
+        "-> train best config -> evaluate -> register in MLflow. Compiled for Kubeflow "
+        f"Pipelines backend {s.kfp_backend}{built}",
     )(semidisent)

@@ -6,6 +6,7 @@ what the cluster will do with resources and Kubernetes settings (kfp.local ignor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ from semidisent.kfp_pipeline.parameters import (
     pipeline_parameters,
 )
 from semidisent.kfp_pipeline.settings import ClusterSettings
+from semidisent.tracking.environment import git_state
 
 GPU_TASKS = ("exec-search-worker", "exec-train", "exec-evaluate")
 CPU_TASKS = ("exec-validate-params", "exec-prepare", "exec-search-init", "exec-report")
+# The tasks that read the study (the first step checks its storage).
+STUDY_TASKS = ("exec-validate-params", "exec-search-init", "exec-search-worker",
+               "exec-search-summary")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +40,57 @@ def compiled(tmp_path_factory) -> tuple[dict[str, Any], dict[str, Any]]:
         "pipeline", "compile", "--params", str(ROOT / "params.yaml"), "--out", str(out),
         "--image", "registry.example/semidisent:abc123", "--workers", "3", "--gpus", "2",
         "--data-pvc", "semidisent-data", "--gpu-node-selector", "gpu=l4",
-        "--s3-endpoint-url", "http://minio.minio:9000",
+        "--s3-endpoint-url", "http://minio.minio:9000", "--gpu-timeout", "12",
         cwd=ROOT, check=True,
     )  # fmt: skip
     spec, platform = yaml.safe_load_all(out.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_the_ir_parses_into_kfps_protobuf_messages(compiled):
+    """What the backend does first with the IR: strict parsing into PipelineSpec and, per
+    executor, KubernetesExecutorConfig (an unknown or misspelt field is an error)."""
+    from google.protobuf import json_format
+    from kfp.kubernetes.kubernetes_executor_config_pb2 import KubernetesExecutorConfig
+    from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
+
+    spec, k8s = compiled
+    message = json_format.ParseDict(spec, PipelineSpec())
+    assert message.pipeline_info.name == "semidisent"
+    assert set(message.deployment_spec.fields["executors"].struct_value.fields) == set(
+        GPU_TASKS + CPU_TASKS + ("exec-search-summary",)
+    )
+    for name, config in k8s.items():
+        parsed = json_format.ParseDict(config, KubernetesExecutorConfig())
+        names = {s.secret_name_parameter.runtime_value.constant.string_value or s.secret_name
+                 for s in parsed.secret_as_env}  # fmt: skip
+        assert {"semidisent-s3", "semidisent-mlflow"} <= names, name
+        assert all(s.optional for s in parsed.secret_as_env)  # KFP backend >= 2.15
+        (cm,) = parsed.config_map_as_env
+        assert cm.config_map_name == "semidisent-tracking" and cm.optional
+        assert cm.key_to_env[0].env_var == "MLFLOW_TRACKING_URI"
+        assert parsed.active_deadline_seconds == (12 * 3600 if name in GPU_TASKS else 0)
+
+
+def test_side_effect_steps_are_never_cached_and_prepare_is(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    loop = next(t for t in tasks.values() if "parameterIterator" in t)
+    worker = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]["search-worker"]
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+    for task in [*(tasks[n] for n in tasks if n != "prepare" and "cachingOptions" in tasks[n]),
+                 worker]:  # fmt: skip
+        assert not task["cachingOptions"].get("enableCache"), task["taskInfo"]
+    # prepare's inputs: the data parameters (no run id) and the DVC coordinates
+    inputs = tasks["prepare"]["inputs"]
+    assert "artifacts" not in inputs
+    assert inputs["parameters"]["data_params"]["taskOutputParameter"]["producerTask"] == (
+        "validate-params"
+    )
+    # the study's data hash comes from prepare's output, not from downloading the dataset
+    init = tasks["search-init"]["inputs"]
+    assert init["parameters"]["content_sha256"]["taskOutputParameter"]["producerTask"] == "prepare"
+    assert "dataset" not in init.get("artifacts", {})
 
 
 def test_parameter_defaults_are_params_yaml(compiled):
@@ -94,6 +145,10 @@ def test_gpu_tasks_request_accelerators_and_tolerate_gpu_nodes(compiled):
         assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert res["accelerator"]["resourceCount"] == "2"
         assert res["resourceCpuRequest"] == "4" and res["resourceMemoryRequest"] == "16Gi"
+        assert res["resourceCpuLimit"] == "4" and res["resourceMemoryLimit"] == "16Gi"
+        # the step knows it asked for GPUs: `device: auto` without one is an error there
+        env = {e["name"]: e["value"] for e in executors[name]["container"]["env"]}
+        assert json.loads(env["SEMIDISENT_CLUSTER"])["gpus"] == 2
         assert k8s[name]["tolerations"] == [
             {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
         ]
@@ -101,6 +156,7 @@ def test_gpu_tasks_request_accelerators_and_tolerate_gpu_nodes(compiled):
     for name in CPU_TASKS:
         res = executors[name]["container"]["resources"]
         assert "accelerator" not in res and res["resourceCpuRequest"] == "2"
+        assert res["resourceCpuLimit"] == "2" and res["resourceMemoryLimit"] == "8Gi"
         assert "tolerations" not in k8s[name]
     for name, ex in executors.items():
         c = ex["container"]
@@ -123,8 +179,8 @@ def test_credentials_come_from_secrets_and_the_pvc_is_mounted(compiled):
         env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][name][
             "container"].get("env", [])}  # fmt: skip
         assert env["AWS_ENDPOINT_URL"] == "http://minio.minio:9000"
-    # The Optuna RDB URL (with its password) only where the study is used.
-    for name in ("exec-search-init", "exec-search-worker", "exec-search-summary"):
+    # The Optuna RDB URL (with its password) only where the study is used (and checked).
+    for name in STUDY_TASKS:
         optuna = [s for s in k8s[name]["secretAsEnv"] if s["secretName"] == "semidisent-optuna"]
         assert optuna[0]["keyToEnv"] == [
             {"envVar": "SEMIDISENT_SEARCH_STORAGE", "secretKey": "url"}
@@ -139,6 +195,42 @@ def test_credentials_come_from_secrets_and_the_pvc_is_mounted(compiled):
     # No credential anywhere in the spec.
     text = yaml.safe_dump(spec)
     assert "testing" not in text and "SECRET_ACCESS_KEY:" not in text
+    # What the pipeline was compiled from, which its first step compares with the image's.
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][
+        "exec-validate-params"]["container"]["env"]}  # fmt: skip
+    source = json.loads(env["SEMIDISENT_CLUSTER"])["source"]
+    assert source["version"] == __import__("semidisent").__version__
+    assert source["commit"] == git_state(ROOT).get("git_commit", "")
+    assert "compiled from semidisent" in spec["pipelineInfo"]["description"]
+
+
+@pytest.mark.parametrize("backend", ["2.10", "2.4"])
+def test_compile_for_an_older_backend(tmp_path, backend):
+    """Backends before 2.15 refuse `optional` on env sources, before 2.5 the parameterised
+    names (their drivers unmarshal the platform spec strictly): left out for them."""
+    out = tmp_path / "old.yaml"
+    run_cli(
+        "pipeline", "compile", "--image", "registry.example/semidisent:abc123", "--out", str(out),
+        "--kfp-backend", backend, "--data-pvc", "semidisent-data", cwd=ROOT, check=True,
+    )  # fmt: skip
+    _, platform = yaml.safe_load_all(out.read_text())
+    text = json.dumps(platform)
+    assert '"optional"' not in text
+    assert ("NameParameter" in text) == (backend == "2.10")
+    from google.protobuf import json_format
+    from kfp.kubernetes.kubernetes_executor_config_pb2 import KubernetesExecutorConfig
+
+    for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        parsed = json_format.ParseDict(config, KubernetesExecutorConfig())
+        assert {s.secret_name for s in parsed.secret_as_env} >= {"semidisent-s3"}
+        assert parsed.pvc_mount[0].constant == "semidisent-data"
+
+
+def test_compile_refuses_the_placeholder_image(tmp_path):
+    out = tmp_path / "p.yaml"
+    proc = run_cli("pipeline", "compile", "--out", str(out), cwd=ROOT)
+    assert proc.returncode == 2 and not out.exists()
+    assert "placeholder" in proc.stderr and "--image" in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -185,7 +277,9 @@ def test_local_settings_compile_for_cpu(tmp_path):
     from semidisent.kfp_pipeline.compile import compile_pipeline
 
     out = compile_pipeline(
-        load_params(ROOT / "params.yaml"), ClusterSettings(gpus=0), tmp_path / "p.yaml"
+        load_params(ROOT / "params.yaml"),
+        ClusterSettings(gpus=0, image="registry.example/semidisent:abc123"),
+        tmp_path / "p.yaml",
     )
     spec, platform = yaml.safe_load_all(Path(out).read_text())
     for ex in spec["deploymentSpec"]["executors"].values():

@@ -84,12 +84,15 @@ def test_run_local_end_to_end(tmp_path, mlflow_server, s3_endpoint):
     assert html.startswith("<!doctype html>") and "data:image/png;base64" in html
     assert "## Summary" in (run_dir / "report" / "report_md").read_text()
     model_uri = report["parameterValues"]["Output"]
-    assert model_uri.startswith("models:/")
+    assert model_uri == f"models:/{MODEL_NAME}/1"  # the registered version, not the logged model
     ev = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
     ui_metrics = ev["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert "summary.mig" in ui_metrics
     train_out = json.loads((run_dir / "train" / "executor_output.json").read_text())
     model_meta = train_out["artifacts"]["model"]["artifacts"][0]["metadata"]
+    prep = json.loads((run_dir / "prepare" / "executor_output.json").read_text())
+    data_meta = prep["artifacts"]["dataset"]["artifacts"][0]["metadata"]
+    assert data_meta["dvc_remote"] == remote and data_meta["data_version"] == md5
     search = json.loads((run_dir / "search-summary" / "executor_output.json").read_text())
     assert search["artifacts"]["metrics"]["artifacts"][0]["metadata"]["trials.complete"] == 2
     best = json.loads((run_dir / "search-summary" / "study" / "best_params.json").read_text())

@@ -57,9 +57,12 @@ def test_sqlite_study_is_refused_for_pods(monkeypatch):
     params = load_params(None)
     rt.check_shared_storage(params, 2)  # not in a cluster: one machine shares the file
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-    rt.check_shared_storage(params, 1)
-    with pytest.raises(ParamsError, match=r"search\.storage = 'sqlite:///optuna\.db'.*postgresql"):
-        rt.check_shared_storage(params, 2)
+    # even one worker: creation, worker and summary are three pods
+    for workers in (1, 2):
+        with pytest.raises(
+            ParamsError, match=r"search\.storage = 'sqlite:///optuna\.db'.*postgres"
+        ):
+            rt.check_shared_storage(params, workers)
 
 
 def test_metrics_for_the_kubeflow_ui():

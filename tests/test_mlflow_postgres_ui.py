@@ -19,16 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def pg_mlflow(tmp_path_factory, postgres_public, s3_endpoint):
-    from services import create_database, start_mlflow
-
-    backend = create_database(postgres_public, "mlflow_ui_test")
-    svc = start_mlflow(
-        tmp_path_factory.mktemp("mlflow_pg"), backend_uri=backend, s3_endpoint=s3_endpoint
-    )
-    yield svc.url
-    svc.stop()
+# pg_mlflow (conftest): the session's server on PostgreSQL + S3, shared with the cluster-like
+# pipeline test.
 
 
 @pytest.fixture(scope="module")

@@ -1,25 +1,50 @@
-"""Kubernetes settings of the pipeline's tasks (kfp-kubernetes): GPUs, requests, secrets, PVC.
+"""Kubernetes settings of the pipeline's tasks (kfp-kubernetes): GPUs, requests and limits,
+timeouts, secrets and ConfigMap, PVC, caching.
 
 Called by the pipeline's wiring (``pipelines/semidisent_pipeline.py``) so that the wiring stays a
-list of steps. kfp.local ignores all of it (its tasks inherit the parent's environment).
+list of steps. kfp.local ignores all of it (its tasks inherit the parent's environment) except
+the container's environment variables; ``semidisent pipeline run-local --cluster-like`` honours
+the secrets and ConfigMap too (kfp_pipeline.sandbox).
+
+Caching: a task that has side effects outside its outputs (creating a study, training trials,
+logging to MLflow, registering a model) must run every time, so :func:`no_cache` turns KFP's
+cache off for it explicitly; prepare, whose only inputs are the data parameters, keeps it on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .settings import MLFLOW_KEYS, OPTUNA_KEYS, S3_KEYS, ClusterSettings
+from .cluster import SETTINGS_ENV, settings_env
+from .settings import (
+    MLFLOW_KEYS,
+    OPTUNA_KEYS,
+    S3_KEYS,
+    TRACKING_CONFIG_KEYS,
+    ClusterSettings,
+)
 
 
-def common(task: Any, s: ClusterSettings, *, search: bool = False) -> Any:
-    """Image, credentials from secrets (as environment variables), the S3 endpoint, the PVC."""
+def common(task: Any, s: ClusterSettings, *, search: bool = False, gpus: int = 0) -> Any:
+    """Image, credentials from secrets and the tracking URI from the ConfigMap (as environment
+    variables), the S3 endpoint, the PVC, and the compile-time facts the steps check."""
     from kfp import kubernetes
 
     task.set_container_image(s.image)
-    kubernetes.use_secret_as_env(task, s.s3_secret, dict(S3_KEYS), optional=True)
-    kubernetes.use_secret_as_env(task, s.mlflow_secret, dict(MLFLOW_KEYS), optional=True)
-    if search:
-        kubernetes.use_secret_as_env(task, s.optuna_secret, dict(OPTUNA_KEYS), optional=True)
+    # `optional` (a missing secret leaves its variables unset) needs KFP backend 2.15; compiled
+    # for an older one, the field is left out and every named source must exist.
+    opt = {"optional": True} if s.optional_env else {}
+    if s.s3_secret:
+        kubernetes.use_secret_as_env(task, s.s3_secret, dict(S3_KEYS), **opt)
+    if s.mlflow_secret:
+        kubernetes.use_secret_as_env(task, s.mlflow_secret, dict(MLFLOW_KEYS), **opt)
+    if s.tracking_configmap:
+        kubernetes.use_config_map_as_env(
+            task, s.tracking_configmap, dict(TRACKING_CONFIG_KEYS), **opt
+        )
+    if search and s.optuna_secret:
+        kubernetes.use_secret_as_env(task, s.optuna_secret, dict(OPTUNA_KEYS), **opt)
+    task.set_env_variable(SETTINGS_ENV, settings_env(s, gpus=gpus))
     if s.s3_endpoint_url:
         # boto3 (DVC remote) and MLflow's client-side S3 artifact store read these.
         task.set_env_variable("AWS_ENDPOINT_URL", s.s3_endpoint_url)
@@ -31,19 +56,31 @@ def common(task: Any, s: ClusterSettings, *, search: bool = False) -> Any:
     return task
 
 
+def no_cache(task: Any) -> Any:
+    """A task with side effects (study, trials, MLflow runs, registered model): never reused."""
+    return task.set_caching_options(False)
+
+
 def cpu_task(task: Any, s: ClusterSettings, *, search: bool = False) -> Any:
     common(task, s, search=search)
     task.set_cpu_request(s.cpu_task_cpu).set_memory_request(s.cpu_task_memory)
+    task.set_cpu_limit(s.cpu_task_cpu_limit).set_memory_limit(s.cpu_task_memory_limit)
     return task
 
 
 def gpu_task(task: Any, s: ClusterSettings, *, search: bool = False) -> Any:
-    """Training work: a GPU (type and limit), CPU/memory requests, the GPU nodes' taint
-    tolerated, retries (a retried training resumes from its checkpoints on the PVC)."""
+    """Training work: a GPU (type and limit), CPU/memory requests and limits, the GPU nodes'
+    taint tolerated, a wall-clock limit, retries (a retried training resumes from its
+    checkpoints on the PVC)."""
     from kfp import kubernetes
 
-    common(task, s, search=search)
+    common(task, s, search=search, gpus=s.gpus)
     task.set_cpu_request(s.gpu_task_cpu).set_memory_request(s.gpu_task_memory)
+    task.set_cpu_limit(s.gpu_task_cpu_limit).set_memory_limit(s.gpu_task_memory_limit)
+    if s.gpu_timeout_h > 0:
+        # A hung step (a stuck NCCL/CUDA call, a dead storage mount) is stopped and retried
+        # instead of holding its GPU for days.
+        kubernetes.set_timeout(task, int(s.gpu_timeout_h * 3600))
     if s.gpus > 0:
         task.set_accelerator_type(s.accelerator).set_accelerator_limit(s.gpus)
         if s.gpu_toleration:

@@ -194,12 +194,15 @@ def params_component_source(spec: Iterable[PipelineParameter]) -> str:
     lines = [
         f"def {PARAMS_COMPONENT}(",
         *args,
-        "):",
+        ") -> str:",
         '    """Decode and validate the per-key pipeline parameters (generated from the params',
-        '    schema) and write params.yaml, the document every other step reads."""',
+        "    schema), check what a cluster needs (tracking server, shared study, image), write",
+        "    params.yaml, the document every other step reads, and return the data parameters",
+        '    (prepare\'s cacheable input)."""',
         "    values = dict(locals())",
-        "    from semidisent.kfp_pipeline.runtime import write_params",
+        "    from semidisent.kfp_pipeline.runtime import data_params, step, write_params",
         "",
-        f"    write_params(values, {PARAMS_OUTPUT})",
+        '    with step("validate params"):',
+        f"        return data_params(write_params(values, {PARAMS_OUTPUT}))",
     ]
     return "\n".join(lines) + "\n"

@@ -10,15 +10,18 @@ artifacts are used through their ``path`` / ``metadata`` / ``log_metric`` attrib
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import hashlib
 import html
 import json
 import math
 import os
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,12 +53,31 @@ class ArtifactLike(Protocol):
 # ------------------------------------------------------------------------------ params
 
 
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """A component body: a mistake in the set-up (a :class:`SemidisentError`) ends the step
+    with one line in its log, ``semidisent <step>: error: ...`` (credentials redacted), and
+    exit status 2, instead of a traceback."""
+    from ..errors import SemidisentError
+    from ..tracking.redact import redact_value
+
+    try:
+        yield
+    except SemidisentError as e:
+        print(f"semidisent {name}: error: {redact_value(str(e))}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def write_params(values: Mapping[str, Any], artifact: ArtifactLike) -> Params:
-    """The first step: decode + validate the per-key arguments, tag the run, write params.yaml."""
+    """The first step: decode + validate the per-key arguments, check what a cluster needs
+    (kfp_pipeline.cluster: nothing outside one), tag the run, write params.yaml."""
+    from .cluster import check_pod
+
     values = dict(values)
     values.pop(PARAMS_OUTPUT, None)
     run = {name: str(values.pop(name, "") or "") for name in RUN_INPUTS}
     params = params_from_arguments(values)
+    check_pod(params)
     tags = dict(params.tracking.tags)
     if run["kfp_run_id"]:
         tags[RUN_ID_TAG] = run["kfp_run_id"]
@@ -67,6 +89,21 @@ def write_params(values: Mapping[str, Any], artifact: ArtifactLike) -> Params:
         {"digest": params.digest()[:16], "experiment": params.tracking.experiment}
     )
     return params
+
+
+# The sections the prepared artifact depends on (artifacts.prepared records these).
+DATA_SECTIONS = ("data", "supervision")
+
+
+def data_params(params: Params) -> str:
+    """The data and supervision sections as canonical JSON: prepare's only input besides the
+    DVC coordinates, so KFP's cache (keyed by input values, never by the run id) reuses the
+    prepared dataset across runs with the same data parameters."""
+    return json.dumps({s: params.section(s) for s in DATA_SECTIONS}, sort_keys=True)
+
+
+def params_from_data(text: str) -> Params:
+    return params_from_dict(json.loads(text))
 
 
 def save_params(params: Params, path: str | Path) -> None:
@@ -147,10 +184,11 @@ def prepared_metadata(prepared_dir: str | Path) -> dict[str, Any]:
 def train_dir(params: Params, checkpoint_root: str) -> Path:
     """Where training runs. On the optional PVC (``checkpoint_root``) it is keyed by the pipeline
     run, so a retried pod resumes from its checkpoints (and continues its MLflow run)."""
+    from .cluster import writable_dir
+
     if checkpoint_root:
-        path = Path(checkpoint_root) / run_tag(params) / "train"
-    else:
-        path = scratch("train")
+        return writable_dir(Path(checkpoint_root) / run_tag(params) / "train", "checkpoints to")
+    path = scratch("train")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -293,17 +331,20 @@ def search_html(study_dir: str | Path) -> str:
 
 
 def check_shared_storage(params: Params, workers: int) -> None:
-    """Refuse a study that parallel pods cannot share: a sqlite file lives on one pod's disk,
-    so in a cluster each worker would run a study of its own (and the summary sees none)."""
+    """Refuse a study that the search's pods cannot share: a sqlite file lives on one pod's
+    disk, so in a cluster the study creation, each worker and the summary (separate pods, even
+    with a single worker) would each see a study of their own."""
     from ..errors import ParamsError
+    from ..tracking.redact import redact_value
+    from .cluster import in_cluster, is_pod_local
 
     storage = params.search.storage
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if in_cluster and workers > 1 and storage.startswith("sqlite"):
+    if in_cluster() and is_pod_local(storage):
         raise ParamsError(
-            f"search.storage = {storage!r}: {workers} search workers in separate pods cannot "
-            f"share a sqlite file; give an RDB URL (postgresql+psycopg2://...) in the secret "
-            f"that sets ${STORAGE_ENV} (docs/kubeflow.md)"
+            f"search.storage = {redact_value(storage)!r}: the search steps ({workers} worker(s), "
+            "the study creation and the summary, each a pod) cannot share a sqlite file; give "
+            f"an RDB URL (postgresql+psycopg2://...) in the secret that sets ${STORAGE_ENV} "
+            "(docs/kubeflow.md)"
         )
 
 
@@ -312,11 +353,15 @@ def fetch_dvc_data(params: Params, dvc_remote: str, data_version: str) -> Params
     ``data_version``, read from the remote's content-addressed store (``files/md5/xx/...``),
     to ``data.path`` (e.g. on the dataset-cache PVC; kept there for the next run).
 
+    Every file is checked against the md5 DVC recorded (a truncated or corrupted download, or
+    a wrong version, is refused) and moved into place only then.
+
     Nothing to do without a remote and a version: the dataset is then built from the params
     (the embedded procedural data, or a ``data.path`` already on the PVC)."""
     if not (dvc_remote and data_version):
         return params
-    from ..errors import ParamsError
+    from ..errors import DataError, ParamsError
+    from .cluster import writable_dir
 
     if not params.data.path:
         raise ParamsError(
@@ -326,7 +371,8 @@ def fetch_dvc_data(params: Params, dvc_remote: str, data_version: str) -> Params
     target = Path(params.data.path)
     marker = target.parent / f".{target.name}.dvc-md5"
     if target.exists() and marker.exists() and marker.read_text().strip() == data_version:
-        return params  # already in the cache
+        return params  # already in the cache (written only after its md5 was verified)
+    writable_dir(target.parent, "the dataset to")
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(
@@ -336,17 +382,58 @@ def fetch_dvc_data(params: Params, dvc_remote: str, data_version: str) -> Params
     def obj(md5: str) -> str:
         return f"{root}/files/md5/{md5[:2]}/{md5[2:]}"
 
+    def fetch(md5: str, dst: Path) -> None:
+        """Download to a temporary name, verify, then rename (never a partial file at dst)."""
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        part = dst.parent / f".{dst.name}.part-{os.getpid()}"
+        try:
+            fs.get_file(obj(md5), str(part))
+            got = file_md5(part)
+            if got != md5:
+                raise DataError(
+                    f"{dvc_remote}: {obj(md5)} has md5 {got}, not the {md5} DVC recorded "
+                    f"(corrupted or incomplete upload; `dvc push` it again)"
+                )
+            part.replace(dst)
+        finally:
+            part.unlink(missing_ok=True)
+
     if data_version.endswith(".dir"):
-        entries = json.loads(fs.cat_file(obj(data_version)))
-        for entry in entries:
-            dst = target / entry["relpath"]
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(obj(entry["md5"]), str(dst))
+        listing = fs.cat_file(obj(data_version))
+        if hashlib.md5(listing).hexdigest() != data_version.removesuffix(".dir"):
+            raise DataError(f"{dvc_remote}: the directory listing {data_version} is corrupted")
+        for entry in json.loads(listing):
+            fetch(entry["md5"], target / entry["relpath"])
     else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(obj(data_version), str(target))
+        fetch(data_version, target)
     marker.write_text(data_version)
     return params
+
+
+def file_md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_metadata(prepared_dir: str | Path, dvc_remote: str, data_version: str) -> dict:
+    """The Dataset artifact's metadata: the prepared artifact's hashes and where its data
+    came from (the DVC remote and the md5 of the version; "" when built from params)."""
+    return {
+        **prepared_metadata(prepared_dir),
+        "dvc_remote": dvc_remote,
+        "data_version": data_version,
+    }
+
+
+def registered_uri(info: Mapping[str, Any]) -> str:
+    """``models:/<name>/<version>`` of a registered model (registered_model.json); the
+    logged model's URI when nothing was registered (tracking.registered_model null)."""
+    if info.get("name") and info.get("version"):
+        return f"models:/{info['name']}/{info['version']}"
+    return str(info.get("model_uri") or "")
 
 
 def _s3_options() -> dict[str, Any]:

@@ -271,15 +271,14 @@ def keep_heap() -> Iterator[None]:
 
 
 def resolve_workers(n: int) -> int:
-    """``n`` workers, or one per CPU core this process may run on when ``n`` is 0."""
+    """``n`` workers, or one per CPU this process may use when ``n`` is 0: the cores it may
+    run on, capped by its cgroup's CPU quota (a pod's CPU limit; without the cap a 4-CPU pod
+    on a 64-core node would start 64 workers and be throttled)."""
     if n > 0:
         return n
-    import os
+    from ..cpus import available_cpus
 
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cpus()
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:

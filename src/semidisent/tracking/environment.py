@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
+
+# The commit an image was built from (components/Dockerfile: --build-arg GIT_COMMIT): images
+# hold no .git, so this is the only record of their code.
+COMMIT_ENV = "SEMIDISENT_GIT_COMMIT"
+# MLflow's own tag for the code version (the UI's "Source" / "Version" columns).
+MLFLOW_COMMIT_TAG = "mlflow.source.git.commit"
 
 PACKAGES = (
     "semidisent",
@@ -40,7 +48,11 @@ def device_description(device: str | None = None) -> str:
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, str]:
-    """Commit and whether the tree has uncommitted changes; empty outside a git checkout."""
+    """Commit and whether the tree has uncommitted changes; in an image (``$SEMIDISENT_GIT_COMMIT``
+    set at build time) the commit it was built from; empty when neither is known."""
+    baked = os.environ.get(COMMIT_ENV, "").strip()
+    if baked:
+        return {"git_commit": baked, "git_source": "image"}
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -53,3 +65,12 @@ def git_state(cwd: str | Path = ".") -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+@functools.lru_cache(maxsize=1)
+def provenance_tags() -> dict[str, str]:
+    """The git tags of every MLflow run this process opens (cached: one git call)."""
+    state = git_state()
+    if not state.get("git_commit"):
+        return {}
+    return {**state, MLFLOW_COMMIT_TAG: state["git_commit"]}

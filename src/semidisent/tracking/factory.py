@@ -34,6 +34,7 @@ def open_tracker(
     """A no-op tracker when tracking is disabled, else an MLflow run (created or continued)."""
     if not tp.enabled:
         return Tracker()
+    from .environment import provenance_tags
     from .mlflow_tracker import MlflowTracker
 
     return MlflowTracker.start(
@@ -42,7 +43,8 @@ def open_tracker(
         run_name=run_name,
         run_id=run_id,
         parent_run_id=parent_run_id,
-        tags={**tp.tags, **(tags or {})},
+        # the code of every run (search parents and trials too), as MLflow's UI reads it
+        tags={**provenance_tags(), **tp.tags, **(tags or {})},
         backlog_path=backlog_path,
         **kwargs,
     )
