@@ -171,6 +171,16 @@ CATALOG: dict[str, DatasetInfo] = {
             num_rows=1797,
         ),
         DatasetInfo(
+            "faces",
+            ("identity", "light_azimuth", "light_elevation"),
+            (38, 9, 5),
+            (1, 32, 32),
+            False,
+            "grid",
+            "faces",
+            "procedural Lambertian faces: identity (height map + albedo) x light direction",
+        ),
+        DatasetInfo(
             "mnist5k",
             ("digit",),
             (10,),

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 def get_method(name: str) -> Method:
     """The method registered under ``model.name`` = ``name``."""
+    if name == "ps_vae":
+        from .psvae.method import PSVAEMethod
+
+        return PSVAEMethod()
     from .s2.method import S2_METHODS
 
     if name not in S2_METHODS:

@@ -19,9 +19,11 @@ vmapped over K stacked models without knowing which family it is. The method say
 - how many extra uniforms its step consumes (:meth:`extra_uniforms`: shuffles, ...), drawn from
   the same counter-based stream as everything else;
 - what is exported for evaluation (:meth:`export`: the network whose representation the metrics
-  score), which evaluations apply (``evaluations``), and optional hooks: a graph-safe tensor
-  update after each step (:meth:`after_step`) and a host-side step after training
-  (:meth:`after_training`).
+  score), which evaluations apply (``evaluations``, per network: :meth:`evaluations_of`), and
+  optional hooks: a graph-safe tensor update after each step (:meth:`after_step`), a host-side
+  step after training (:meth:`after_training`), and for the evaluate stage the classifier of the
+  "classification" evaluation (:meth:`predictor`), the random-encoder baseline
+  (:meth:`random_network`) and the pictures (:meth:`write_pictures`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ class BuildContext:
     all_labels_observed: bool = True
     # The dataset's observations (C, H, W): a family checks the sizes its networks take.
     observation_shape: tuple[int, int, int] = (1, 64, 64)
+    # The label columns (factor names, the mask's order), the rows the unlabelled stream draws
+    # from and the labelled pool's training rows (a family may scale its terms by them).
+    factor_names: tuple[str, ...] = ()
+    num_unlabelled: int = 0
+    num_labelled: int = 0
 
 
 class Method(abc.ABC):
@@ -113,8 +120,15 @@ class Method(abc.ABC):
         """Parameter groups and optimisers; default: everything with Adam at train.lr."""
         return (ParamGroup("model", ("",)),)
 
-    def extra_uniforms(self, ctx: BuildContext, batch_size: int, labelled_batch_size: int) -> int:
-        """Extra U(0, 1) draws per model and step (``batch.u_extra``)."""
+    def extra_uniforms(
+        self,
+        ctx: BuildContext,
+        batch_size: int,
+        labelled_batch_size: int,
+        spec: RunSpec | None = None,
+    ) -> int:
+        """Extra U(0, 1) draws per model and step (``batch.u_extra``); ``spec``: the run's first
+        configuration (its structural keys are every model's)."""
         return 0
 
     def export(self, module: nn.Module) -> nn.Module:
@@ -139,3 +153,30 @@ class Method(abc.ABC):
     def after_training(self, module: nn.Module, prepared: Any) -> None:
         """A host-side step on the trained module, before it is exported (default: none)."""
         return None
+
+    # -- evaluation (the evaluate stage) -------------------------------------------------------
+    def evaluations_of(self, network: nn.Module) -> tuple[str, ...]:
+        """The evaluations of one exported network (default: the family's ``evaluations``; a
+        family whose networks differ in what they model may say per network)."""
+        return self.evaluations
+
+    def predictor(self, network: nn.Module, params: Any, device: str) -> Any:
+        """For the "classification" evaluation: ``fn(x uint8 (n, C, H, W)) -> {factor name:
+        {inference name: predicted labels (n,)}}`` (``metrics/classification.py``); None when
+        the family does not classify."""
+        return None
+
+    def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
+        """The family's exported network freshly initialised from the params (seed
+        ``train.seed``) for the prepared dataset: the random-encoder baseline. None: the
+        evaluate stage's disentanglement_lib VAE from the model params."""
+        return None
+
+    def write_pictures(
+        self, network: nn.Module, dataset: Any, out_dir: Any, details: dict, seed: int
+    ) -> list[Any]:
+        """The evaluate stage's pictures (default: reconstructions, prior samples, traversals
+        and the factor heat maps of ``stages/pictures.py``)."""
+        from ..stages.pictures import write_pictures
+
+        return write_pictures(network, dataset, out_dir, details, seed=seed)

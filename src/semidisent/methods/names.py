@@ -14,4 +14,7 @@ S2_FAMILY = (
     "s2_annealed_vae",
     "supervised",
 )
-METHOD_NAMES = S2_FAMILY
+# Siddharth et al.'s partially-specified semi-supervised VAE, with Kingma et al.'s M2 as the
+# baseline objective of the same networks (methods/psvae, docs/psvae.md).
+PS_FAMILY = ("ps_vae",)
+METHOD_NAMES = S2_FAMILY + PS_FAMILY

@@ -83,11 +83,16 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _load_model(model: Any, params: Params, in_channels: int, device: str) -> tuple[Any, dict]:
+def _load_model(model: Any, params: Params, prepared: Prepared, device: str) -> tuple[Any, dict]:
+    from ..methods import get_method
     from ..models.io import load_model
 
+    in_channels = prepared.dataset.observation_shape[0]
     if isinstance(model, str) and model == RANDOM_ENCODER:
-        vae = random_encoder(params, in_channels)
+        # The family's own networks freshly initialised, else the disentanglement_lib VAE.
+        vae = get_method(params.model.name).random_network(params, prepared)
+        if vae is None:
+            vae = random_encoder(params, in_channels)
         info = {"kind": "random_encoder", "seed": params.train.seed, "config": vae.config.to_dict()}
     elif isinstance(model, (str, Path)):
         vae, meta = load_model(model)
@@ -107,6 +112,16 @@ def _load_model(model: Any, params: Params, in_channels: int, device: str) -> tu
             f"has {in_channels} channels; evaluate it on the dataset it was trained on"
         )
     return vae.to(device).eval(), info
+
+
+def _family(model_info: dict[str, Any], params: Params) -> Any:
+    """The model family of the evaluated network: the one its model file names, else the
+    params' ``model.name`` (an object, the random encoder)."""
+    from ..methods import get_method
+
+    if model_info["kind"] == "file":
+        return get_method((model_info["meta"].get("model") or {}).get("name", "s2vae"))
+    return get_method(params.model.name)
 
 
 def _numbers(obj: Any) -> Any:
@@ -134,7 +149,6 @@ def run_evaluate(
     from ..metrics.registry import evaluate_metrics
     from ..metrics.representation import vae_representation
     from ..metrics.utils import resolve_device
-    from .pictures import write_pictures
 
     t0 = time.perf_counter()
     ep = params.eval
@@ -142,7 +156,7 @@ def run_evaluate(
         prepared = load_prepared(prepared, params)
     dataset = prepared.dataset
     device = resolve_device(ep.device)
-    vae, model_info = _load_model(model, params, dataset.observation_shape[0], device)
+    vae, model_info = _load_model(model, params, prepared, device)
     representation = vae_representation(vae, device=device, batch_size=ep.batch_size)
     log.info(
         "evaluating %s on %s (%s mode, %s, sample scale %g)",
@@ -175,9 +189,14 @@ def run_evaluate(
             few_label_protocol=ep.few_label_protocol,
         )
 
-    ev = score(representation, ep.metrics, ep.few_label, report)
-    details = dict(ev.details)
-    if "mig" not in details:  # the heat map needs a mutual-information matrix anyway
+    # The evaluations the model's family declares for it (methods/base.py): the factor metrics
+    # (disentanglement suite, few-label scores, random baseline) and / or classification.
+    method = _family(model_info, params)
+    evaluations = method.evaluations_of(vae)
+    factor_metrics = "factor_metrics" in evaluations
+    ev = score(representation, ep.metrics, ep.few_label, report) if factor_metrics else None
+    details = dict(ev.details) if ev is not None else {}
+    if ev is not None and "mig" not in details:  # the heat map needs a mutual-information matrix
         from ..metrics.mig import MIGSettings, compute_mig
         from ..metrics.representation import CodeCache
 
@@ -190,28 +209,46 @@ def run_evaluate(
         shutil.rmtree(plots)
     pictures: list[Path] = []
     if ep.plots:
-        pictures = write_pictures(vae, dataset, plots, details, seed=ep.seed)
-    metrics = _numbers({"summary": ev.summary, **ev.scores})
-    if ep.random_baseline and model_info["kind"] != "random_encoder":
-        rnd, _ = _load_model(RANDOM_ENCODER, params, dataset.observation_shape[0], device)
+        pictures = method.write_pictures(vae, dataset, plots, details, ep.seed)
+    metrics = _numbers({"summary": ev.summary, **ev.scores}) if ev is not None else {"summary": {}}
+    if factor_metrics and ep.random_baseline and model_info["kind"] != "random_encoder":
+        # The evaluated family's networks, freshly initialised (else the dlib VAE).
+        rnd = method.random_network(params, prepared)
+        if rnd is None:
+            rnd, _ = _load_model(RANDOM_ENCODER, params, prepared, device)
         rep = vae_representation(rnd, device=device, batch_size=ep.batch_size)
         baseline = score(rep, ep.random_baseline, few_label=False)
         metrics["random_encoder"] = _numbers(baseline.summary)
+    classification: dict[str, Any] = {}
+    if "classification" in evaluations:
+        from ..metrics.classification import classification_scores
+
+        t1 = time.perf_counter()
+        predict = method.predictor(vae, params, device)
+        scores, classification = classification_scores(predict, dataset, prepared.mask, ep.seed)
+        classification["seconds"] = round(time.perf_counter() - t1, 3)
+        metrics["classification"] = _numbers(scores)
+        metrics["summary"]["classification_error"] = _numbers(scores.get("error"))
+        if "error_inferred" in scores:
+            metrics["summary"]["classification_error_inferred"] = _numbers(scores["error_inferred"])
+        report("classification", scores, classification["seconds"])
     meta = {
         "mode": ep.mode,
         "seed": ep.seed,
         "sample_scale": ep.sample_scale,
-        "metrics": list(ep.metrics),
-        "few_label": ep.few_label,
+        "evaluations": list(evaluations),
+        "metrics": list(ep.metrics) if factor_metrics else [],
+        "few_label": ep.few_label and factor_metrics,
         "few_label_protocol": ep.few_label_protocol,
         "device": device,
         "device_name": _device_name(device),
         "seconds": {
-            **{k: round(v, 3) for k, v in ev.seconds.items()},
+            **({k: round(v, 3) for k, v in ev.seconds.items()} if ev is not None else {}),
             "total": round(time.perf_counter() - t0, 3),
         },
-        "settings": ev.settings,
-        "rows_encoded": ev.rows_encoded,
+        "settings": ev.settings if ev is not None else {},
+        "rows_encoded": ev.rows_encoded if ev is not None else 0,
+        **({"classification": classification} if classification else {}),
         "versions": _versions(),
         "model": model_info,
         "data": {

@@ -221,9 +221,12 @@ def build_run(prepared: Prepared, configs: Sequence[Config], model_params: Model
         decode_labelled=decodes_labelled([s.train for s in specs]),
         all_labels_observed=bool(np.asarray(mask.observed).all()),
         observation_shape=tuple(int(d) for d in dataset.observation_shape),
+        factor_names=tuple(mask.factor_names),
+        num_unlabelled=dataset.num_rows - (0 if dataset.holdout is None else len(dataset.holdout)),
+        num_labelled=len(mask.train),
     )
     modules = [method.build(s, ctx) for s in specs]
-    extra = method.extra_uniforms(ctx, first.batch_size, labelled_batch)
+    extra = method.extra_uniforms(ctx, first.batch_size, labelled_batch, specs[0])
     data = DeviceData(
         dataset, mask, device, first.batch_size, labelled_batch, model_params.num_latent, extra
     )

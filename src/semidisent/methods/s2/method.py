@@ -134,7 +134,7 @@ class FactorMethod(S2Method):
         )
         return (ParamGroup("model", ("",)), ParamGroup("discriminator", ("discriminator.",), adam))
 
-    def extra_uniforms(self, ctx: BuildContext, batch_size: int, labelled_batch_size: int) -> int:
+    def extra_uniforms(self, ctx, batch_size, labelled_batch_size, spec=None) -> int:
         return batch_size * ctx.model.num_latent  # one shuffle per latent dimension
 
 
@@ -156,7 +156,7 @@ class MineMethod(S2Method):
         adam = OptimizerSpec(lr=spec.method.estimator_lr)  # TF's Adam defaults otherwise
         return (ParamGroup("model", ("",)), ParamGroup("estimators", ("estimators.",), adam))
 
-    def extra_uniforms(self, ctx: BuildContext, batch_size: int, labelled_batch_size: int) -> int:
+    def extra_uniforms(self, ctx, batch_size, labelled_batch_size, spec=None) -> int:
         pairs = len(ctx.label_sizes) * ctx.model.num_latent
         return pairs * labelled_batch_size  # one label shuffle per (factor, latent) pair
 
