@@ -174,3 +174,18 @@ def postgres_public():
     yield svc.url
     svc.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_mlflow(tmp_path_factory, postgres_public, s3_endpoint):
+    """`mlflow server` as docs/kubeflow.md deploys it: a PostgreSQL backend and S3 (moto)
+    artifacts served through the server. One per session, shared by the tests that need it
+    (each writes to its own experiment)."""
+    from services import create_database, start_mlflow
+
+    backend = create_database(postgres_public, "mlflow_server")
+    svc = start_mlflow(
+        tmp_path_factory.mktemp("mlflow_pg"), backend_uri=backend, s3_endpoint=s3_endpoint
+    )
+    yield svc.url
+    svc.stop()

@@ -134,12 +134,133 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace, batch: str | None = None):
+    from .study.definition import load_study
+
+    return load_study(args.definition, args.preset, args.params, args.overrides, batch=batch)
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    from .stages.study import default_out
+    from .study.runner import run_study
+
+    study = _study(args)  # checked before anything runs: a bad definition costs nothing
+    out = args.out or default_out(study)
+    result = run_study(study, out, jobs=args.jobs, progress=not args.quiet, doc=args.doc)
+    shown = [
+        f"{r['arm']} - {r['reference']} {r['metric']} {r['verdict']}"
+        for r in result.report.get("paired", [])
+        if r["metric"] in ("mig", "dci")
+    ]
+    print(
+        f"study {study.label}: {result.done} of {result.planned} models done "
+        f"({len(result.ran_now)} run now, {result.diverged} diverged) in {result.wall_s:.0f} s; "
+        f"{'; '.join(shown) or 'no paired comparison'} -> {out}/results.md"
+        + (f", {args.doc}" if args.doc else "")
+    )
+    return 0
+
+
+def cmd_study_plan(args: argparse.Namespace) -> int:
+    from .study.definition import describe
+
+    study = _study(args)
+    print(describe(study))
+    if args.verbose:
+        for u in study.units:
+            print(f"  unit {u.id} ({u.prepared_id}): {', '.join(u.models)}")
+    return 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    from .stages.study import report_stage
+
+    report = report_stage(args.out, args.doc)
+    c = report["counts"]
+    print(
+        f"study {report['study']} ({report['preset']}): tables of {c['completed']} completed "
+        f"models ({c['missing']} missing) -> {args.out}/results.md"
+        + (f", {args.doc}" if args.doc else "")
+    )
+    return 0
+
+
+def cmd_study_compile(args: argparse.Namespace) -> int:
+    from .kfp_pipeline.study import compile_study_pipeline
+
+    settings = _cluster_settings(args)
+    study = _study(args, batch="group" if settings.gpus > 0 else "one")
+    out = compile_study_pipeline(study, settings, args.out, parallelism=args.parallel)
+    print(f"compiled study pipeline: {len(study.units)} units, {len(study.models)} models -> {out}")
+    return 0
+
+
+def _study_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study", help="a study: arms x labelled pools x seeds, trained and compared (resumable)"
+    )
+    ssub = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+
+    def definition(q: argparse.ArgumentParser) -> None:
+        _common(q)
+        q.add_argument(
+            "--definition",
+            default="studies/label_replacement.yaml",
+            help="study definition (default: %(default)s); -S study.key=value overrides it",
+        )
+        q.add_argument("--preset", default=None, help="ci | cpu | paper (default: the file's)")
+
+    q = ssub.add_parser("run", help="train, evaluate and compare every model not done yet")
+    definition(q)
+    q.add_argument("--out", default=None, help="study folder (default: results/<name>-<preset>)")
+    q.add_argument("--jobs", type=int, default=None, help="processes side by side (CPU)")
+    q.add_argument("--doc", default=None, help="also write the results into this page's section")
+    q.set_defaults(func=cmd_study_run)
+
+    q = ssub.add_parser("plan", help="check the definition and print what it trains")
+    definition(q)
+    q.add_argument("-v", "--verbose", action="store_true", help="list every training unit")
+    q.set_defaults(func=cmd_study_plan)
+
+    q = ssub.add_parser("report", help="the tables, pictures and doc section from a study folder")
+    q.add_argument("--out", required=True, help="the study folder (results/<name>-<preset>)")
+    q.add_argument("--doc", default=None, help="also write the results into this page's section")
+    q.set_defaults(func=cmd_study_report)
+
+    q = ssub.add_parser("compile", help="the Kubeflow study pipeline (units fanned out on GPUs)")
+    definition(q)
+    q.add_argument("--out", default="study_pipeline.yaml", help="default: %(default)s")
+    q.add_argument("--parallel", type=int, default=4, help="units at once (default: 4)")
+    g = q.add_argument_group("cluster settings (docs/kubeflow.md)")
+    g.add_argument("--image", help="the components' image (default: $SEMIDISENT_IMAGE)")
+    g.add_argument("--gpus", type=int, help="GPUs per unit; 0 = CPU, one model per unit")
+    g.add_argument("--accelerator", help="accelerator resource name")
+    g.add_argument("--gpu-toleration", help="GPU nodes' taint key ('' = none)")
+    g.add_argument("--gpu-node-selector", help="label=value of the GPU nodes")
+    g.add_argument("--data-pvc", help="PVC at /data: units resume there after a retry")
+    g.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (MinIO, Ceph)")
+    g.add_argument("--s3-secret", help="secret with the S3 credentials")
+    g.add_argument("--mlflow-secret", help="secret with the MLflow credentials")
+    g.add_argument("--image-pull-secret", help="registry secret for the image")
+    q.set_defaults(func=cmd_study_compile)
+
+
 def cmd_params(args: argparse.Namespace) -> int:
     import yaml
 
+    from .tracking.redact import redact_value
+
+    def redacted(value):  # credentials inside URLs (tracking.uri, search.storage) never shown
+        if isinstance(value, dict):
+            return {k: redacted(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [redacted(v) for v in value]
+        return redact_value(value)
+
     params = _load(args)
     sections = args.section or list(params.to_dict())
-    print(yaml.safe_dump({s: params.section(s) for s in sections}, sort_keys=False), end="")
+    out = {s: redacted(params.section(s)) for s in sections}
+    print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
 
 
@@ -174,11 +295,14 @@ def _cluster_settings(args: argparse.Namespace):
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:
-    from .kfp_pipeline.compile import compile_pipeline
+    from .kfp_pipeline.cluster import check_compile
+    from .kfp_pipeline.compile import compile_pipeline, with_source
 
     params = _load(args)  # validated first: a wrong value never reaches the compiler
-    out = compile_pipeline(params, _cluster_settings(args), args.out)
-    print(f"compiled pipeline -> {out}")
+    settings = _cluster_settings(args)
+    check_compile(params, settings)  # what would fail on the cluster, before anything is written
+    out = compile_pipeline(params, with_source(settings), args.out)
+    print(f"compiled pipeline (for Kubeflow Pipelines backend {settings.kfp_backend}) -> {out}")
     return 0
 
 
@@ -206,21 +330,43 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
         token=os.environ.get("KFP_TOKEN") or None,
         extra_arguments=extra,
         enable_caching=False if args.no_cache else None,
+        pipeline_name=args.pipeline_name,
+        version_name=args.version_name,
     )
-    changed = ", ".join(f"{k}={v!r}" for k, v in result.arguments.items()) or "none"
-    print(f"submitted run {result.run_id} (arguments changed: {changed})")
+    from .tracking.redact import redact_value
+
+    changed = ", ".join(f"{k}={redact_value(v)!r}" for k, v in result.arguments.items()) or "none"
+    backend = f"backend {result.backend}" if result.backend else "backend version not reported"
+    version = f", pipeline version {result.pipeline_version}" if result.pipeline_version else ""
+    print(f"submitted run {result.run_id} ({backend}{version}; arguments changed: {changed})")
     print(result.url)
     return 0
 
 
 def cmd_pipeline_run_local(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from .kfp_pipeline.local import default_root, local_params, run_local
+    from .kfp_pipeline.settings import local_settings
 
     root = Path(args.root).resolve() if args.root else default_root()
-    params = local_params(args.params, args.overrides, root, tiny=not args.full_budget)
-    result = run_local(params, root, dvc_remote=args.dvc_remote, data_version=args.data_version)
+    cluster_like = args.cluster_like is not None
+    params = local_params(
+        args.params, args.overrides, root, tiny=not args.full_budget, cluster_like=cluster_like
+    )
+    settings = local_settings()
+    if args.s3_endpoint_url:
+        settings = dataclasses.replace(settings, s3_endpoint_url=args.s3_endpoint_url)
+    result = run_local(
+        params,
+        root,
+        settings,
+        dvc_remote=args.dvc_remote,
+        data_version=args.data_version,
+        cluster_like=cluster_like,
+        manifests=args.cluster_like or None,
+    )
     print(
         f"pipeline finished in {result.seconds:.0f} s; artifacts under {result.root}; "
         f"registered model {result.model_uri or '(tracking disabled)'}"
@@ -229,7 +375,7 @@ def cmd_pipeline_run_local(args: argparse.Namespace) -> int:
 
 
 def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
-    from .kfp_pipeline.settings import ClusterSettings
+    from .kfp_pipeline.settings import OLDEST_BACKEND, ClusterSettings
 
     p = sub.add_parser("pipeline", help="Kubeflow Pipelines: compile, submit, run locally")
     psub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
@@ -251,6 +397,22 @@ def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument("--mlflow-secret", help=f"default: {defaults.mlflow_secret}")
         g.add_argument("--optuna-secret", help=f"default: {defaults.optuna_secret}")
         g.add_argument("--image-pull-secret", help="registry secret for the image")
+        g.add_argument(
+            "--tracking-configmap",
+            help=f"ConfigMap with MLFLOW_TRACKING_URI (default: {defaults.tracking_configmap})",
+        )
+        g.add_argument(
+            "--gpu-timeout",
+            dest="gpu_timeout_h",
+            type=float,
+            help=f"hours each GPU step may run; 0 = no limit (default: {defaults.gpu_timeout_h:g})",
+        )
+        g.add_argument(
+            "--kfp-backend",
+            help=f"Kubeflow Pipelines backend version to compile for (default: "
+            f"{defaults.kfp_backend}; older ones down to {OLDEST_BACKEND}: no optional "
+            "secrets, every named secret / ConfigMap must exist)",
+        )
 
     q = psub.add_parser("compile", help="write the pipeline's IR YAML")
     _common(q)
@@ -267,6 +429,15 @@ def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--dvc-remote", default="", help="DVC remote URL of the data (s3://...)")
     q.add_argument("--data-version", default="", help="md5 DVC recorded for the data")
     q.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
+    q.add_argument(
+        "--pipeline-name",
+        default=None,
+        help="also upload as a version of this named pipeline (listed in the UI, schedulable) "
+        "and run that version",
+    )
+    q.add_argument(
+        "--version-name", default=None, help="the pipeline version's name (default: commit-time)"
+    )
     cluster_options(q)
     q.set_defaults(func=cmd_pipeline_submit)
 
@@ -279,6 +450,21 @@ def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
         "--full-budget",
         action="store_true",
         help="use the params as they are (default: a tiny budget that runs in minutes)",
+    )
+    q.add_argument(
+        "--cluster-like",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MANIFESTS",
+        help="run each step as its pod would: own empty directories, no inherited environment, "
+        "KUBERNETES_SERVICE_HOST set, secrets / ConfigMaps from MANIFESTS (a YAML file of "
+        "Kubernetes Secret and ConfigMap objects)",
+    )
+    q.add_argument(
+        "--s3-endpoint-url",
+        default=None,
+        help="S3-compatible endpoint set in the steps (AWS_ENDPOINT_URL), as on a cluster",
     )
     q.set_defaults(func=cmd_pipeline_run_local)
 
@@ -390,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     _pipeline_parser(sub)
+    _study_parser(sub)
     return parser
 
 
@@ -404,7 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SemidisentError as e:
-        print(f"semidisent {args.command}: error: {e}", file=sys.stderr)
+        from .tracking.redact import redact_value
+
+        # Messages may quote values: a URL's password is never printed.
+        print(f"semidisent {args.command}: error: {redact_value(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"semidisent {args.command}: interrupted", file=sys.stderr)

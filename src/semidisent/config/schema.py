@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ..data.catalog import CATALOG, dataset_info
 from ..errors import ParamsError
 from ..methods.names import METHOD_NAMES
+from ..methods.psvae.params import PSVAEParams
 from ..methods.s2.params import AnnealedVAEParams, DIPVAEParams, FactorVAEParams, MineVAEParams
 from ..metrics.names import FEW_LABEL_NAMES, METRIC_NAMES
 from .validation import (
@@ -342,6 +343,7 @@ METHOD_SECTIONS = {
     "s2_dip_vae": DIPVAEParams,
     "s2_annealed_vae": AnnealedVAEParams,
     "s2_mine_vae": MineVAEParams,
+    "ps_vae": PSVAEParams,
 }
 
 SECTIONS = {
@@ -366,6 +368,7 @@ class Params:
     s2_dip_vae: DIPVAEParams = field(default_factory=DIPVAEParams)
     s2_annealed_vae: AnnealedVAEParams = field(default_factory=AnnealedVAEParams)
     s2_mine_vae: MineVAEParams = field(default_factory=MineVAEParams)
+    ps_vae: PSVAEParams = field(default_factory=PSVAEParams)
     eval: EvalParams = field(default_factory=EvalParams)
     search: SearchParams = field(default_factory=SearchParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
@@ -415,11 +418,27 @@ class Params:
                 "perfect, binned or noisy with model.name = s2_mine_vae (its MINE estimates "
                 "pair each latent with whole label columns: every entry must be observed)",
             )
+        if self.model.name == "ps_vae":
+            self._check_ps_vae(info.factor_names, info.factor_sizes)
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
         # With model.name: a family key must belong to a family the trials train.
         parse_space(self.search.space, self.search.sampler, self.model.name)
+
+    def _check_ps_vae(self, factor_names: tuple[str, ...], factor_sizes: tuple[int, ...]) -> None:
+        """The specification resolves and checks against the dataset's label columns (their
+        official sizes here; the trainer checks again against the prepared mask's)."""
+        from ..methods.psvae.params import binned_sizes, resolve_spec
+        from ..methods.psvae.spec import SpecError
+
+        sup = self.supervision
+        sizes = binned_sizes(factor_sizes, sup.labeller, sup.num_bins)
+        try:
+            resolve_spec(self.ps_vae, factor_names, sizes)
+        except SpecError as e:
+            why = f"a specification that fits: {e}"
+            raise bad_value("ps_vae.spec", self.ps_vae.spec, why) from None
 
     def _check_few_label_pool(self, dataset_size: int | None) -> None:
         """Refuse eval.few_label_protocol = heldout on a held-out pool too small to select models
