@@ -160,7 +160,16 @@ def write_pictures(
         samples(model, out / "samples.png", seed=seed),
         traversals(model, x, out / "traversals.png"),
     ]
-    names = tuple(dataset.factor_names)
+    written += factor_heatmaps(details, tuple(dataset.factor_names), out)
+    return written
+
+
+def factor_heatmaps(
+    details: dict[str, dict[str, Any]], names: tuple[str, ...], out: Path
+) -> list[Path]:
+    """The heat maps of the metrics that ran: MIG's mutual information normalised by factor
+    entropy, DCI's importance matrix (none when neither ran)."""
+    written = []
     mig = details.get("mig", {})
     if "mutual_information" in mig:
         h = np.maximum(mig["factor_entropy"], 1e-12)

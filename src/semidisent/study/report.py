@@ -31,7 +31,7 @@ from typing import Any
 from ..artifacts.hashing import write_json
 from . import statistics as st
 from .definition import Study, StudyError
-from .runner import RUN_LOG, done_record, read_json, reference_file
+from .runner import RUN_LOG, done_record, model_labels, read_json, reference_file
 
 NAMES = {
     "mig": "MIG",
@@ -82,14 +82,7 @@ def model_rows(study: Study, out: Path) -> list[dict[str, Any]]:
         status = "missing" if rec is None else str(rec.get("status"))
         summary = (rec or {}).get("summary") or {}
         row: dict[str, Any] = {
-            "model_id": m.id,
-            "arm": m.arm,
-            "cell": m.cell.id,
-            "n_labels": m.cell.n_labels,
-            "labeller": m.cell.labeller,
-            "beta": m.params.train.beta,
-            "supervision_seed": m.supervision_seed,
-            "training_seed": m.training_seed,
+            **model_labels(m),
             "replacement_rate": m.params.train.replacement_rate,
             "labelled_recon": m.params.train.labelled_recon,
             "status": status,

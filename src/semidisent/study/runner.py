@@ -120,7 +120,8 @@ def _claim_model_dir(out: Path, m: ModelSpec) -> Path:
     return d
 
 
-def model_description(m: ModelSpec) -> dict[str, Any]:
+def model_labels(m: ModelSpec) -> dict[str, Any]:
+    """What names a model in every table and record: its arm, cell and seeds."""
     return {
         "model_id": m.id,
         "arm": m.arm,
@@ -130,6 +131,12 @@ def model_description(m: ModelSpec) -> dict[str, Any]:
         "beta": m.params.train.beta,
         "supervision_seed": m.supervision_seed,
         "training_seed": m.training_seed,
+    }
+
+
+def model_description(m: ModelSpec) -> dict[str, Any]:
+    return {
+        **model_labels(m),
         "prepared_id": m.prepared_id,
         "identity": m.identity,
         "eval_identity": m.eval_identity,

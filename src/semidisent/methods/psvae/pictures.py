@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...objectives.relaxed import one_hot, standardised_label
-from ...stages.pictures import _figure, _grid, _show, heatmap, reconstructions
+from ...stages.pictures import _figure, _grid, _show, factor_heatmaps, reconstructions
 from .networks import PSNetwork
 
 MAX_COLUMNS = 10
@@ -115,21 +115,5 @@ def write_pictures(
         )
     for v in supervised:
         written.append(analogies(net, v.name, x[:6], out / f"analogies_{v.name}.png"))
-    names = tuple(dataset.factor_names)
-    mig = details.get("mig", {})
-    if "mutual_information" in mig:
-        h = np.maximum(mig["factor_entropy"], 1e-12)
-        written.append(
-            heatmap(
-                mig["mutual_information"] / h[None, :],
-                names,
-                "mutual information / factor entropy (MIG)",
-                out / "mutual_information.png",
-            )
-        )
-    dci = details.get("dci", {})
-    if "importance_matrix" in dci:
-        written.append(
-            heatmap(dci["importance_matrix"], names, "DCI importance", out / "dci_importance.png")
-        )
+    written += factor_heatmaps(details, tuple(dataset.factor_names), out)
     return written
