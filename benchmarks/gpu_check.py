@@ -43,6 +43,7 @@ BLOCKER = BENCH / "blocked_imports"
 # the others import mlflow / kfp / dvc, which the GPU image lacks.
 GPU_TEST_FILES = (
     "tests/test_backends.py",
+    "tests/test_cayley.py",
     "tests/test_evaluate.py",
     "tests/test_metrics_agreement.py",
     "tests/test_metrics_gbt.py",
@@ -151,12 +152,23 @@ def _metrics(work: Path, dry: bool) -> list[str]:
     return _python("-c", script)
 
 
+def _families(work: Path, dry: bool) -> list[str]:
+    """St-RKM's training steps/s beside the beta-VAE's (issue 18)."""
+    out = ["--json", str(work / "families.json")]
+    if dry:
+        args = ["--device", "cpu", "--steps", "2", "--repeats", "1", "--no-paper"]
+    else:
+        args = ["--device", "cuda", "--steps", "50"]
+    return _python(str(BENCH / "strkm_speed.py"), *args, *out)
+
+
 PARTS = [
     Part("imports", 60, 60, _imports),
     Part("pytest_gpu", 120, 120, _pytest, needs=("pytest",)),
     Part("train_throughput", 150, 120, _throughput),
     Part("search_speed", 75, 120, _search, needs=("optuna",)),
     Part("metrics_speed", 75, 120, _metrics),
+    Part("family_speed", 60, 60, _families),
 ]
 
 
@@ -243,6 +255,7 @@ def collect(work: Path) -> dict[str, Any]:
         "train_throughput": _read_json(work / "train.json"),
         "search_speed": _read_json(work / "search.json"),
         "metrics_speed": _read_json(work / "metrics.json"),
+        "family_speed": _read_json(work / "families.json"),
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -328,6 +341,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{search.get('ratio_sequential_over_batched')}); device memory after each rung "
             f"(MiB): {', '.join(f'{m / 2**20:.0f}' for m in mem) or 'n/a'}.",
         ]
+    families = (report["figures"].get("family_speed") or {}).get("configs") or {}
+    if families:
+        lines += ["", "| family step (batch 64) | steps/s | step time vs s2vae |", "|---|---|---|"]
+        for name, f in families.items():
+            lines.append(f"| {name} | {f['steps_per_s']:.1f} | {f['step_time_vs_s2vae']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

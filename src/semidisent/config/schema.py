@@ -18,6 +18,7 @@ from ..errors import ParamsError
 from ..methods.names import METHOD_NAMES
 from ..methods.psvae.params import PSVAEParams
 from ..methods.s2.params import AnnealedVAEParams, DIPVAEParams, FactorVAEParams, MineVAEParams
+from ..methods.strkm.params import StRKMParams
 from ..metrics.names import FEW_LABEL_NAMES, METRIC_NAMES
 from .validation import (
     all_of,
@@ -238,6 +239,14 @@ class EvalParams:
     # beside the model's as metrics.json's "random_encoder": the baseline a trained model must
     # beat. [] turns it off.
     random_baseline: tuple[str, ...] = ("mig", "dci")
+    # Generation quality (metrics/generation.py: sliced Wasserstein on pixels, Frechet distance
+    # in an in-project factor classifier's features): auto = for families that generate by
+    # design (st_rkm); always = also every VAE (decoder means at z ~ N(0, I)); never.
+    generation: Literal["auto", "always", "never"] = "auto"
+    # Generated (and real) images scored, times sample_scale (at least 500).
+    generation_samples: int = field(default=10_000, metadata=check(positive))
+    # Training steps of the factor classifier (once per dataset: cached, metrics/generation.py).
+    generation_classifier_steps: int = field(default=2000, metadata=check(positive))
 
 
 @dataclass(frozen=True)
@@ -344,6 +353,7 @@ METHOD_SECTIONS = {
     "s2_annealed_vae": AnnealedVAEParams,
     "s2_mine_vae": MineVAEParams,
     "ps_vae": PSVAEParams,
+    "st_rkm": StRKMParams,
 }
 
 SECTIONS = {
@@ -369,6 +379,7 @@ class Params:
     s2_annealed_vae: AnnealedVAEParams = field(default_factory=AnnealedVAEParams)
     s2_mine_vae: MineVAEParams = field(default_factory=MineVAEParams)
     ps_vae: PSVAEParams = field(default_factory=PSVAEParams)
+    st_rkm: StRKMParams = field(default_factory=StRKMParams)
     eval: EvalParams = field(default_factory=EvalParams)
     search: SearchParams = field(default_factory=SearchParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
@@ -420,6 +431,13 @@ class Params:
             )
         if self.model.name == "ps_vae":
             self._check_ps_vae(info.factor_names, info.factor_sizes)
+        if self.model.name == "st_rkm" and self.model.num_latent > self.st_rkm.feature_dim:
+            raise bad_value(
+                "model.num_latent",
+                self.model.num_latent,
+                f"at most st_rkm.feature_dim = {self.st_rkm.feature_dim} with model.name = "
+                "st_rkm (U has orthonormal columns in the feature space)",
+            )
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 

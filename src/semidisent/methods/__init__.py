@@ -20,6 +20,10 @@ def get_method(name: str) -> Method:
         from .psvae.method import PSVAEMethod
 
         return PSVAEMethod()
+    if name == "st_rkm":
+        from .strkm.method import StRKMMethod
+
+        return StRKMMethod()
     from .s2.method import S2_METHODS
 
     if name not in S2_METHODS:

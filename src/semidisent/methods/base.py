@@ -101,8 +101,12 @@ class Method(abc.ABC):
     # Keys of that section that may differ between the models of one batched run.
     varying: ClassVar[tuple[str, ...]] = ()
     # Evaluations that apply to the exported network: "factor_metrics" (the disentanglement
-    # suite and the few-label scores), later "classification", "probes", "generation".
-    evaluations: ClassVar[tuple[str, ...]] = ("factor_metrics",)
+    # suite and the few-label scores), "generation" (sample quality: metrics/generation.py),
+    # "classification".
+    evaluations: ClassVar[tuple[str, ...]] = ("factor_metrics", "generation")
+    # Whether eval.generation = auto scores generation for this family (a generative model by
+    # design); "always" scores it for every family that lists "generation".
+    generation_default: ClassVar[bool] = False
 
     @abc.abstractmethod
     def stat_names(self) -> tuple[str, ...]:
@@ -165,6 +169,25 @@ class Method(abc.ABC):
         {inference name: predicted labels (n,)}}`` (``metrics/classification.py``); None when
         the family does not classify."""
         return None
+
+    @torch.no_grad()
+    def decode_images(
+        self, network: nn.Module, codes: torch.Tensor, batch: int = 1024
+    ) -> torch.Tensor:
+        """sigmoid(network.decode(codes)) as float32 images (n, C, H, W) on the CPU."""
+        device = next(network.parameters()).device
+        out = [
+            torch.sigmoid(network.decode(codes[i : i + batch].to(device)).float()).cpu()  # type: ignore[operator]
+            for i in range(0, len(codes), batch)
+        ]
+        return torch.cat(out)
+
+    def generate(self, network: nn.Module, n: int, seed: int) -> torch.Tensor:
+        """``n`` images (n, C, H, W) float32 in [0, 1] from the family's generative model, for the
+        "generation" evaluation; default: decoder means at z ~ N(0, I) (a VAE's prior)."""
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, network.num_latent, generator=g)  # type: ignore[arg-type]
+        return self.decode_images(network, z)
 
     def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
         """The family's exported network freshly initialised from the params (seed

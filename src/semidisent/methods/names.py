@@ -17,4 +17,6 @@ S2_FAMILY = (
 # Siddharth et al.'s partially-specified semi-supervised VAE, with Kingma et al.'s M2 as the
 # baseline objective of the same networks (methods/psvae, docs/psvae.md).
 PS_FAMILY = ("ps_vae",)
-METHOD_NAMES = S2_FAMILY + PS_FAMILY
+# Pandey et al.'s Stiefel restricted kernel machine (methods/strkm, docs/strkm.md).
+RKM_FAMILY = ("st_rkm",)
+METHOD_NAMES = S2_FAMILY + PS_FAMILY + RKM_FAMILY

@@ -192,7 +192,13 @@ def run_evaluate(
     # The evaluations the model's family declares for it (methods/base.py): the factor metrics
     # (disentanglement suite, few-label scores, random baseline) and / or classification.
     method = _family(model_info, params)
-    evaluations = method.evaluations_of(vae)
+    # Generation is scored when eval.generation asks for it of a family that generates.
+    wants_generation = ep.generation == "always" or (
+        ep.generation == "auto" and method.generation_default
+    )
+    evaluations = tuple(
+        e for e in method.evaluations_of(vae) if e != "generation" or wants_generation
+    )
     factor_metrics = "factor_metrics" in evaluations
     ev = score(representation, ep.metrics, ep.few_label, report) if factor_metrics else None
     details = dict(ev.details) if ev is not None else {}
@@ -232,6 +238,28 @@ def run_evaluate(
         if "error_inferred" in scores:
             metrics["summary"]["classification_error_inferred"] = _numbers(scores["error_inferred"])
         report("classification", scores, classification["seconds"])
+    generation: dict[str, Any] = {}
+    if "generation" in evaluations:
+        from ..metrics.generation import GenerationSettings, generation_scores
+
+        t1 = time.perf_counter()
+        settings = GenerationSettings(
+            num_samples=ep.generation_samples,
+            classifier_steps=ep.generation_classifier_steps,
+        ).scaled(ep.sample_scale)
+        scores, generation = generation_scores(
+            lambda n, seed: method.generate(vae, n, seed),
+            dataset,
+            prepared.data_hash,
+            settings,
+            seed=ep.seed,
+            progress=progress,
+        )
+        generation["seconds"] = round(time.perf_counter() - t1, 3)
+        metrics["generation"] = _numbers(scores)
+        metrics["summary"]["swd"] = _numbers(scores["swd"])
+        metrics["summary"]["frechet"] = _numbers(scores["frechet"])
+        report("generation", scores, generation["seconds"])
     meta = {
         "mode": ep.mode,
         "seed": ep.seed,
@@ -249,6 +277,7 @@ def run_evaluate(
         "settings": ev.settings if ev is not None else {},
         "rows_encoded": ev.rows_encoded if ev is not None else 0,
         **({"classification": classification} if classification else {}),
+        **({"generation": generation} if generation else {}),
         "versions": _versions(),
         "model": model_info,
         "data": {

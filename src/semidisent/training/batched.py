@@ -62,6 +62,10 @@ class BatchedModel:
         template = copy.deepcopy(self.base).cpu()
         for k in range(self.num_models):
             m = copy.deepcopy(template)
-            m.load_state_dict({n: p[k].detach().cpu() for n, p in self.params.items()})
+            # Buffers (constant during training: label sizes, St-RKM's fitted statistics) are
+            # the template's.
+            state = m.state_dict()
+            state.update({n: p[k].detach().cpu() for n, p in self.params.items()})
+            m.load_state_dict(state)
             out.append(m.eval())
         return out

@@ -39,8 +39,7 @@ from typing import Any
 
 import torch
 
-from .optim import adam_step
-from .step import Stepper
+from .step import UPDATES, Stepper
 
 log = logging.getLogger(__name__)
 WARMUP_STEPS = 3
@@ -50,7 +49,9 @@ def compile_parts(stepper: Stepper) -> None:
     """Replace the step's draw / forward / update with compiled versions (any device)."""
     stepper.draw = torch.compile(stepper.data.draw, dynamic=False)
     stepper.forward = torch.compile(stepper.model.forward, dynamic=False)
-    stepper.update = torch.compile(adam_step, dynamic=False)
+    stepper.updates = {
+        kind: torch.compile(update, dynamic=False) for kind, update in UPDATES.items()
+    }
 
 
 Snapshot = dict[str, torch.Tensor]

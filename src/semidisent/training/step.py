@@ -30,9 +30,13 @@ from ..config.schema import ModelParams, TrainParams
 from ..methods.base import Method, RunSpec
 from ..models.vae import VAEConfig
 from ..objectives.s2vae import ModelBatch, ObjectiveConfig
+from .cayley import cayley_adam_step, second_moment_shape
 from .optim import adam_step
 from .rng import make_key
 from .sampler import Batch, DeviceData
+
+# The parameter-group updates by ``OptimizerSpec.kind`` (same signature, in place).
+UPDATES = {"adam": adam_step, "cayley_adam": cayley_adam_step}
 
 # Independent random streams derived from train.seed (model init uses the seed directly).
 DATA_STREAM = 1
@@ -151,8 +155,10 @@ class Stepper:
         self.method = method
         self.stat_names = method.stat_names()
         self.params = model.params
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.groups = list(method.param_groups(configs[0]))
+        unknown = {g.optimizer.kind for g in self.groups} - set(UPDATES)
+        if unknown:
+            raise ValueError(f"{method.name}: unknown optimiser kind {sorted(unknown)}")
 
         def vec(values, dtype=torch.float32) -> torch.Tensor:
             return torch.tensor(values, dtype=dtype, device=device)
@@ -160,13 +166,21 @@ class Stepper:
         # Parameter groups: each parameter belongs to the first group with a matching prefix,
         # else to the group whose prefixes are ("",); each group has its optimiser, its
         # learning rate per model and its own step counts.
-        self.groups = list(method.param_groups(configs[0]))
         fallback = [g for g in self.groups if "" in g.prefixes]
         if len(fallback) != 1:
             raise ValueError(f"{method.name}: exactly one parameter group must own the rest")
         self.group_of = {
             n: next((g.name for g in self.groups if g.owns(n)), fallback[0].name)
             for n in self.params
+        }
+        kind = {g.name: g.optimizer.kind for g in self.groups}
+        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        # Cayley ADAM's second moment is one number per model (training/cayley.py).
+        self.exp_avg_sq = {
+            n: torch.zeros(second_moment_shape(p, model.batched), dtype=p.dtype, device=p.device)
+            if kind[self.group_of[n]] == "cayley_adam"
+            else torch.zeros_like(p)
+            for n, p in self.params.items()
         }
         self.lr = {
             g.name: vec([c.train.lr if g.optimizer.lr is None else g.optimizer.lr for c in configs])
@@ -189,7 +203,7 @@ class Stepper:
         # Replaced by compiled versions on the fast path (see .fast).
         self.draw = data.draw
         self.forward = model.forward
-        self.update = adam_step
+        self.updates = dict(UPDATES)
         self.graph: torch.cuda.CUDAGraph | None = None
 
     # -- the step ---------------------------------------------------------------------------
@@ -211,7 +225,7 @@ class Stepper:
         for g in self.groups:
             members = [n for n in names if self.group_of[n] == g.name]
             opt = g.optimizer
-            self.update(
+            self.updates[opt.kind](
                 [self.params[n] for n in members],
                 [grads[n] for n in members],
                 [self.exp_avg[n] for n in members],
