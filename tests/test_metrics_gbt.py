@@ -250,3 +250,55 @@ def test_fast_gbt_degenerate_labels():
     res = fit_gbt(x, [np.full(50, 7)], x[:5], n_estimators=3)
     assert np.all(res.importances[0] == 0)
     assert np.all(res.train_pred[0] == 7) and np.all(res.test_pred[0] == 7)
+
+
+def test_rows_are_routed_by_their_own_nodes_split():
+    """_go_right looks every row's feature and threshold up by its (node, tree) and gathers its
+    value: the same decisions as comparing each node's rows on its feature, for 1-4 nodes."""
+    import torch
+
+    from semidisent.metrics.gbt import _go_right
+
+    rng = np.random.default_rng(0)
+    n, d, trees = 300, 5, 7
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    for k in (1, 2, 4):
+        node = rng.integers(k, size=(n, trees)).astype(np.uint8)
+        feat = rng.integers(d, size=(k, trees))
+        thr = rng.standard_normal((k, trees)).astype(np.float32)
+        want = x[np.arange(n)[:, None], feat[node, np.arange(trees)]] > thr[node, np.arange(trees)]
+        split = (torch.as_tensor(feat), torch.as_tensor(thr))
+        got = _go_right(torch.as_tensor(x), None if k == 1 else torch.as_tensor(node), split)
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_histogram_product_into_a_buffer_is_the_same():
+    """The product written into a reused buffer (addmm with beta 0, whatever the buffer held)
+    gives the same sums, bit for bit, as a fresh product."""
+    import torch
+
+    from semidisent.metrics.gbt import _Histograms
+
+    rng = np.random.default_rng(1)
+    n, d, bins = 500, 3, 16
+    hist = _Histograms(rng.integers(bins, size=(n, d)), bins, torch.device("cpu"))
+    w = hist.columns(n, 40, torch.device("cpu"))
+    w[:, :40] = torch.as_tensor(rng.standard_normal((n, 40)), dtype=torch.float32)
+    out = torch.full((d * bins, w.shape[1]), torch.nan)
+    assert torch.equal(hist.of(w, out), hist.of(w))
+
+
+def test_features_with_many_values_get_max_bins_bins():
+    """One bin per value only for features with at most 2 max_bins distinct values; a feature
+    with more (here 3000 values, a few repeated 60 times) gets ~max_bins bins even when its
+    2 max_bins quantile bins would number fewer than 2 max_bins (the repeated values)."""
+    import torch
+
+    from semidisent.metrics.gbt import _Data
+
+    rng = np.random.default_rng(2)
+    many = np.r_[rng.standard_normal(3000), np.repeat(rng.standard_normal(10), 60)]
+    few = rng.integers(20, size=len(many))  # one bin per value
+    data = _Data(np.c_[many, few], None, 32, torch.device("cpu"))
+    assert data.b <= 40, data.b  # 32 quantile bins (64 quantile bins would be 74 here)
+    assert not data.per_value

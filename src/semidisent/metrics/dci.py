@@ -34,8 +34,8 @@ class DCISettings(MetricSettings):
     num_test: int = 5000
     batch_size: int = 16
     # Fast mode: histogram bins per feature of the exact split search (a speed setting: the
-    # splits are scikit-learn's for any value; 384 was the fastest of 256-768 on dSprites DCI
-    # problems; see metrics/gbt.py).
+    # splits are scikit-learn's for any value; see metrics/gbt.py). 384 was chosen when a slip
+    # gave features twice max_bins bins; since issue 21's fix it means 384.
     max_bins: int = 384
 
     SCALED: ClassVar[tuple[str, ...]] = ("num_train", "num_test")

@@ -47,7 +47,9 @@ level, for every (feature, node, tree):
 1. histograms come from one sparse one-hot (feature-bin x sample) by (sample x column) product:
    gradient sums and counts of the left children (the right sibling's are its parent's minus its
    left sibling's) and sums of |gradient - c| with c the node's mean (the last level: the
-   parent's mean, so that these too can be subtracted); coarse bins sum 8 fine bins;
+   parent's mean, so that these too can be subtracted); coarse bins sum 8 fine bins. Each
+   level's product inputs and outputs are buffers kept from stage to stage (``_Workspace``);
+   each block of input columns is written by one broadcast operation over the nodes;
 2. every coarse-bin edge is evaluated (float32, a few features at a time; each feature's best
    again in float64): an edge is a valid candidate in every node with rows on both sides, unless
    its gap is "soft" (<= 1e-7, see above: such edges are kept aside and checked, from the node's
@@ -60,7 +62,7 @@ level, for every (feature, node, tree):
    Coarse bins whose bound reaches G* are opened: their fine edges are evaluated, the bound is
    applied to each fine bin, and the rows of the fine bins that still qualify are scanned in
    sorted order (cumulative sums of the node's gradients give every midpoint's gain). On the
-   dSprites DCI problems 2-4% of the coarse bins are opened and ~0.5% of the fine bins scanned;
+   dSprites DCI problems 6-8% of the coarse bins are opened and ~0.6% of the fine bins scanned;
 4. per (node, tree) the best candidate (ties as above); its threshold comes from the values of
    the N_L-th and (N_L + 1)-th node rows in the feature's sorted order.
 
@@ -69,12 +71,13 @@ to a multiple of 32 (the sparse kernel's summation order depends on the number o
 otherwise), coarse sums are added in a fixed order and gains use no fused multiply-add (whose
 vector and scalar paths round differently).
 
-Rows carry their node in every tree as one byte and are routed node by node on whole feature
-columns; node sums and leaf values come from ``bincount`` on int32 (node, tree) indices; one exp
-gives every task's class probabilities. Test rows are routed after each stage with its splits.
-On the CPU, groups of tasks can be boosted side by side in threads (``workers``). The exact
-search costs about twice the CPU time of the earlier quantile-bin search (768 cut points per
-feature, which fell 0.026-0.031 below scikit-learn in DCI disentanglement on entangled codes).
+Rows carry their node in every tree as one byte; a level routes them by looking up each row's
+(node, tree) feature and threshold with the int32 (node, tree) index that also serves
+``bincount`` (node sums, leaf values) and gathering its value; one exp gives every task's class
+probabilities. Test rows are routed after each stage with its splits. On the CPU, groups of
+tasks can be boosted side by side in threads (``workers``). Cost: on the dSprites DCI problem
+(10,000 rows, 10 features, 113 trees per stage) one worker spends ~40% of its time in the
+search (steps 2-4), ~25% in the histograms (step 1, a third of it the product), ~10% routing.
 """
 
 from __future__ import annotations
@@ -166,8 +169,14 @@ class _Histograms:
             dense[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = 1.0
             self.matrix = dense
 
-    def of(self, w: torch.Tensor) -> torch.Tensor:
-        return (self.matrix @ w).reshape(self.d, self.b, -1)
+    def of(self, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: a (D B, k) buffer to write into. Without it the sparse product zeroes a fresh
+        result and copies it (measured: ~40% of the product's time at ~1400 columns); addmm with
+        beta 0 ignores the buffer's contents (same sums, bit for bit)."""
+        if out is None:
+            return (self.matrix @ w).reshape(self.d, self.b, -1)
+        torch.addmm(out, self.matrix, w, beta=0.0, out=out)
+        return out.view(self.d, self.b, -1)
 
     def columns(self, n: int, k: int, device: torch.device) -> torch.Tensor:
         """An (n, k') float32 buffer for ``of``, k' >= k: on the CPU k is padded with zero columns
@@ -178,6 +187,30 @@ class _Histograms:
         buf = torch.empty(n, width, dtype=self.dtype, device=device)
         buf[:, k:] = 0.0
         return buf
+
+
+class _Workspace:
+    """One group's histogram-product buffers per tree level, kept from stage to stage (their
+    shapes only depend on the level): inputs from ``_Histograms.columns`` (the zero padding is
+    written once) and outputs, so that no stage allocates, zeroes or copies them again."""
+
+    def __init__(self, hist: _Histograms) -> None:
+        self.hist = hist
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    def columns(self, depth: int, n: int, k: int, device: torch.device) -> torch.Tensor:
+        buf = self.inputs.get(depth)
+        if buf is None or buf.shape[0] != n or buf.shape[1] < k or buf.shape[1] >= k + 32:
+            buf = self.inputs[depth] = self.hist.columns(n, k, device)
+        return buf
+
+    def of(self, depth: int, w: torch.Tensor) -> torch.Tensor:
+        shape = (self.hist.d * self.hist.b, w.shape[1])
+        out = self.outputs.get(depth)
+        if out is None or out.shape != shape:
+            out = self.outputs[depth] = torch.empty(shape, dtype=w.dtype, device=w.device)
+        return self.hist.of(w, out)
 
 
 def fit_gbt(
@@ -272,9 +305,14 @@ class _Data:
         # Up to 2 max_bins distinct values a feature gets one bin per value: its bin edges are
         # all its candidate splits, and with every feature so no search inside bins is needed
         # (coarse bins = fine bins, all edges evaluated: small problems, few-label pools).
+        # (Whether every value has its own bin, not how many bins there are: 2 max_bins
+        # quantile bins of a feature with more values can number fewer than 2 max_bins, which
+        # doubled every table of the search on features with repeated values.)
         cut = [_bins(x_train[:, j], 2 * max_bins) for j in range(self.d)]
         cut = [
-            c if c[2][-1] < 2 * max_bins else _bins(x_train[:, j], max_bins)
+            c
+            if c[2][-1] + 1 == 1 + np.count_nonzero(c[1][1:] != c[1][:-1])
+            else _bins(x_train[:, j], max_bins)
             for j, c in enumerate(cut)
         ]
         fine = max(int(b[2][-1]) + 1 for b in cut)
@@ -384,11 +422,12 @@ def _boost(tasks, data: _Data, settings: _Settings, tree_ids: np.ndarray) -> GBT
         trees = torch.arange(T, dtype=torch.int32, device=dev)
         ids = torch.as_tensor(tree_ids, device=dev)
         probs = _Probabilities(tasks, cols, T, dev)
+        work = _Workspace(data.hist)
         for stage in range(settings.n_estimators):
             prob = probs(raw_tr)
             grad = Y - prob
             order = _TieOrder(settings.seed, stage, ids, d)
-            leaf, splits, imp = _grow_stage(grad, data, max_depth, order)
+            leaf, splits, imp = _grow_stage(grad, data, max_depth, order, work)
             importances += imp
             # Newton leaf values of every (leaf, tree): sum(g) / sum(p (1 - p)).
             tr_leaf = _flat(leaf, trees, n_leaves)
@@ -501,23 +540,24 @@ def _node_dtype(max_depth: int) -> torch.dtype:
     return torch.uint8 if max_depth <= 8 else torch.int32
 
 
-def _go_right(x: torch.Tensor, node: torch.Tensor | None, split: tuple) -> torch.Tensor:
+def _go_right(
+    x: torch.Tensor, node: torch.Tensor | None, split: tuple, at: torch.Tensor | None = None
+) -> torch.Tensor:
     """(rows, T) bool: whether each row goes right in its node's split at one level.
 
-    ``split`` = (feat, thr32), each (k, T) for the level's k nodes. Evaluated node by node on
-    whole feature columns (index_select + compare on 4-byte and 1-byte arrays): per-row gathers
-    need (rows, T) int64 indices, and moving those through memory cost ~3x more on the CPU.
+    ``split`` = (feat, thr32), each (k, T) for the level's k nodes; ``at``: the rows' flat
+    (node, tree) indices (:func:`_flat`), if at hand. Every row's feature and threshold are
+    looked up by ``at`` and its value gathered: one pass whatever the number of nodes (a
+    compare per node on whole feature columns cost k passes, 2.7x the time at 4 nodes).
     """
     feat, thr32 = split
-    right = torch.index_select(x, 1, feat[0]) > thr32[0]
     if node is None:
-        return right
-    right &= node == 0
-    for j in range(1, feat.shape[0]):
-        r = torch.index_select(x, 1, feat[j]) > thr32[j]
-        r &= node == j
-        right |= r
-    return right
+        return torch.index_select(x, 1, feat[0]) > thr32[0]
+    n, T = node.shape
+    if at is None:
+        at = _flat(node, torch.arange(T, dtype=torch.int32, device=node.device), feat.shape[0])
+    f = feat.reshape(-1).index_select(0, at).view(n, T)
+    return torch.gather(x, 1, f) > thr32.reshape(-1).index_select(0, at).view(n, T)
 
 
 def _flat(node: torch.Tensor, trees: torch.Tensor, k: int) -> torch.Tensor:
@@ -529,10 +569,14 @@ def _flat(node: torch.Tensor, trees: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _descend(
-    x: torch.Tensor, node: torch.Tensor | None, split: tuple, max_depth: int
+    x: torch.Tensor,
+    node: torch.Tensor | None,
+    split: tuple,
+    max_depth: int,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Every row's node one level down: node j (of k at this level) goes to j or j + k."""
-    right = _go_right(x, node, split).to(_node_dtype(max_depth))
+    right = _go_right(x, node, split, at).to(_node_dtype(max_depth))
     return right if node is None else node + right * split[0].shape[0]
 
 
@@ -611,6 +655,28 @@ class _Level:
         if j < self.h:
             return self.out[:, :, stat * self.h + j]
         return self.right[:, :, stat, j - self.h]
+
+    def block(self, d, e, j, t) -> torch.Tensor:
+        """float64 (3, S, R) [sum, count, |deviation| sum] of the R fine bins of coarse bin e
+        of feature d, node j, tree t (1-D index tensors of length S): one gather per table on
+        strided views, not per-element flat indices as in ``take``."""
+        R = self.data.r
+        D, B, C, T = self.out.shape
+        out = self.padded.view(D, B // R, R, -1)[..., : C * T].unflatten(3, (C, T))
+        if self.parent is None:
+            count = self.data.root_count.view(D, B // R, R)[d, e]
+            return torch.stack([out[d, e, :, 0, t], count, out[d, e, :, 1, t]]).to(_F64)
+        h = self.h
+        stats = self.right.shape[2]
+        left = j < h
+        jl = torch.where(left, j, 0)
+        jr = torch.where(left, 0, j - h)
+        mine = out[..., : stats * h, :].unflatten(3, (stats, h))[d, e, :, :, jl, t]
+        right = self.right.view(D, B // R, R, stats, h, T)[d, e, :, :, jr, t]
+        vals = torch.where(left[:, None, None], mine, right).permute(2, 0, 1)  # (stats, S, R)
+        if self.own:
+            vals = torch.cat([vals, out[d, e, :, 2 * h + j, t][None]])
+        return vals.to(_F64)
 
     def take(self, d, b, j, t) -> torch.Tensor:
         """float64 (3, *shape) [sum, count, |deviation| sum] in fine bin b of feature d, node j,
@@ -696,7 +762,11 @@ def _may_beat(f0, f1, a, c, c0, c1, n, slack, target) -> torch.Tensor:
 
 
 def _grow_stage(
-    grad64: torch.Tensor, data: _Data, max_depth: int, tie_order: _TieOrder
+    grad64: torch.Tensor,
+    data: _Data,
+    max_depth: int,
+    tie_order: _TieOrder,
+    work: _Workspace | None = None,
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Grow one depth-limited regression tree per column of ``grad64`` (n, T) at once.
 
@@ -717,11 +787,12 @@ def _grow_stage(
     # Bound of one float32 rounding of any histogram value (a partial sum of gradients or
     # their deviations from a node mean, at most twice the tree's sum of |gradient|).
     err = 2 * _F32_SUM * grad.abs().sum(0, dtype=_F64)  # (T,)
+    work = work or _Workspace(data.hist)
     mean = grad64.mean(0).to(torch.float32)[None, :]
-    w = data.hist.columns(n, 2 * T, dev)
+    w = work.columns(0, n, 2 * T, dev)
     w[:, :T] = grad
     torch.sub(grad, mean, out=w[:, T : 2 * T]).abs_()
-    level = _Level(data, data.hist.of(w), None, mean)
+    level = _Level(data, work.of(0, w), None, mean)
     node: torch.Tensor | None = None  # rows' node at this level (None: all at the root)
     trees = torch.arange(T, dtype=torch.int32, device=dev)
     imp = torch.zeros(T, D, dtype=_F64, device=dev)
@@ -741,7 +812,7 @@ def _grow_stage(
             count = torch.bincount(at, minlength=k * T).reshape(k, T).clamp(min=1)
             mean = (s64 / count).to(torch.float32)
             own = depth < max_depth - 1  # the last level's sums are parents of nothing
-            level = _next_level(level, node, at, grad, mean, own, data)
+            level = _next_level(level, node, at, grad, mean, own, data, work)
         # Node impurity (variance); scikit-learn does not split a node with variance <= eps
         # (nor, here, a dead one), so such nodes need no search.
         search = _Search(level, depth, node, grad, err)
@@ -757,33 +828,37 @@ def _grow_stage(
         # not above the float64 threshold (the same decision as x <= threshold).
         thr32 = torch.where(split, _float32_at_most(thr), torch.full_like(thr, torch.inf))
         splits.append((feat, thr32.to(torch.float32)))
-        node = _descend(data.x_tr, node, splits[-1], max_depth)
+        node = _descend(data.x_tr, node, splits[-1], max_depth, None if node is None else at)
         dead = (~split | dead).repeat(2, 1)
     assert node is not None
     return node, splits, imp
 
 
-def _next_level(parent: _Level, node, at, grad, mean, own: bool, data: _Data) -> _Level:
+def _next_level(
+    parent: _Level, node, at, grad, mean, own: bool, data: _Data, work: _Workspace
+) -> _Level:
     """The children's histograms from one matrix product: the left children's gradient sums
     and counts, and sums of |gradient - centre| (every child's, centred on its own mean
     ``mean`` (k, T), if ``own``; else the left children's, centred on their parent's mean).
-    Masks are float32 (float multiplications by a bool mask are several times slower)."""
+    Masks are float32 (float multiplications by a bool mask are several times slower); each
+    block of columns is written by one broadcast operation over its nodes."""
     n, T = grad.shape
     h = parent.k
     k = 2 * h
-    centre = mean if own else parent.mean.repeat(2, 1)
-    dev = (grad - centre.reshape(-1).index_select(0, at).reshape(n, T)).abs_()
     cols = 2 * h + (k if own else h)
-    buf = data.hist.columns(n, cols * T, grad.device)
+    buf = work.columns(k.bit_length() - 1, n, cols * T, grad.device)
     w = buf[:, : cols * T].view(n, cols, T)
-    mask = torch.empty(n, T, dtype=torch.float32, device=grad.device)
-    for j in range(k if own else h):
-        mask.copy_(node == j)
-        torch.mul(dev, mask, out=w[:, 2 * h + j])
-        if j < h:
-            w[:, h + j] = mask
-            torch.mul(grad, mask, out=w[:, j])
-    return _Level(data, data.hist.of(buf), parent, mean, own)
+    nodes = torch.arange(k if own else h, dtype=node.dtype, device=node.device)
+    masks = w[:, 2 * h :]
+    masks.copy_(node[:, None, :] == nodes[:, None])
+    w[:, h : 2 * h] = masks[:, :h]
+    torch.mul(grad[:, None, :], masks[:, :h], out=w[:, :h])
+    if own:
+        dev = (grad - mean.reshape(-1).index_select(0, at).reshape(n, T)).abs_()
+        masks.mul_(dev[:, None, :])
+    else:  # the left children's parents are nodes 0 .. h - 1 of the parent level
+        masks.mul_(torch.sub(grad[:, None, :], parent.mean[None]).abs_())
+    return _Level(data, work.of(k.bit_length() - 1, buf), parent, mean, own)
 
 
 class _Search:
@@ -824,7 +899,7 @@ class _Search:
             self._fine_edges_and_rows(*opened)
         size = self.d * self.k * self.t
         dev = self.data.device
-        if self.unchecked.parts:
+        if any(len(part[0]) for part in self.unchecked.parts):
             self._check_soft(self.candidates.best(size, dev)[0])
         top, nl = self.candidates.best(size, dev)
         top = top.reshape(self.d, self.k, self.t)
@@ -913,10 +988,9 @@ class _Search:
             return
         data, R, lv = self.data, self.data.r, self.level
         dev = data.device
-        d1, j1, t1 = d[:, None], j[:, None], t[:, None]
+        d1 = d[:, None]
         b = e[:, None] * R + torch.arange(R, device=dev)  # (S, R)
-        shape = b.shape
-        fs, fn, fa = lv.take(d1.expand(shape), b, j1.expand(shape), t1.expand(shape))
+        fs, fn, fa = lv.block(d, e, j, t)
         n = self.n[j, t][:, None].to(_F64)
         s = self.s[d, j, t][:, None].to(_F64)
         # Cumulative values at the edge before each fine bin and at its own end.
@@ -1039,13 +1113,9 @@ class _Search:
         counts, its fine bin within, then the bin's value or, if the bin holds several values,
         a scan of its rows."""
         data, R = self.data, self.data.r
-        dev = data.device
         cum = self.cn.permute(0, 2, 3, 1)[d, j, t].to(_F64)  # (len, Bc)
         e = torch.searchsorted(cum, nth[:, None])[:, 0].clamp(max=cum.shape[1] - 1)
-        b = e[:, None] * R + torch.arange(R, device=dev)
-        shape = b.shape
-        ex = [x[:, None].expand(shape) for x in (d, j, t)]
-        fn = self.level.take(ex[0], b, ex[1], ex[2])[_Level.COUNT]
+        fn = self.level.block(d, e, j, t)[_Level.COUNT]
         within = self._before(self.cn, d, e, j, t)[:, None] + torch.cumsum(fn, 1)
         r = torch.searchsorted(within, nth[:, None])[:, 0].clamp(max=R - 1)
         before = (within - fn).gather(1, r[:, None])[:, 0]
