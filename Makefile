@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## The test suite (GPU and cluster tests skip themselves without a GPU / KFP_HOST).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu and not cluster"
+	$(BIN)/python -m pytest -q -m "not gpu and not cluster" --durations=25
 
 LINTED := src tests benchmarks $(wildcard pipelines/*.py components/*.py)
 

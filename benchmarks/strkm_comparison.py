@@ -38,8 +38,12 @@ BIN = Path(sys.executable).parent / "semidisent"
 ARMS = {
     # Unsupervised: no supervised term, no replacement, and one labelled image per step (the
     # family always encodes a labelled batch: 64 of them would cost it ~1/3 of its step rate).
-    "beta_vae": ["model.name=s2vae", "train.gamma_sup=0.0", "train.replacement_rate=0.0",
-                 "train.labelled_batch_size=1"],  # fmt: skip
+    "beta_vae": [
+        "model.name=s2vae",
+        "train.gamma_sup=0.0",
+        "train.replacement_rate=0.0",
+        "train.labelled_batch_size=1",
+    ],
     "st_rkm_deterministic": ["model.name=st_rkm", "st_rkm.variant=deterministic"],
     "st_rkm_noisy_u": ["model.name=st_rkm", "st_rkm.variant=noisy_u"],
     "st_rkm_split": ["model.name=st_rkm", "st_rkm.variant=split"],

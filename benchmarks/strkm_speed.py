@@ -15,7 +15,7 @@ one gradient, the optimisers), timed in turn, ``--repeats`` rounds of ``--steps`
 round kept (the machine is shared: the best round is the least disturbed).
 
     python benchmarks/strkm_speed.py [--steps 20] [--repeats 3] [--batch 64] [--device auto]
-        [--no-paper]
+        [--no-paper] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,7 +48,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-paper", action="store_true", help="skip the authors' larger networks")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default; 1 on a shared machine, where "
+                    "OpenMP threads stall behind other work)")  # fmt: skip
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     # St-RKM reads the unlabelled batch only. The analogous VAE: s2vae without supervised term
     # or replacement and one labelled image per step (the family always encodes a labelled
