@@ -162,6 +162,18 @@ def _families(work: Path, dry: bool) -> list[str]:
     return _python(str(BENCH / "strkm_speed.py"), *args, *out)
 
 
+def _local_vae(work: Path, dry: bool) -> list[str]:
+    """The local-decoder VAE's training steps/s beside the beta-VAE's, and sampling (issue 19)."""
+    out = ["--json", str(work / "localvae.json")]
+    if dry:
+        args = ["--device", "cpu", "--steps", "1", "--repeats", "1", "--batch", "8",
+                "--channels", "4", "--sample", "1",
+                "--decoders", "factorised", "local l=1"]  # fmt: skip
+    else:
+        args = ["--device", "cuda", "--steps", "20", "--mnist"]
+    return _python(str(BENCH / "localvae_speed.py"), *args, *out)
+
+
 PARTS = [
     Part("imports", 60, 60, _imports),
     Part("pytest_gpu", 120, 120, _pytest, needs=("pytest",)),
@@ -169,6 +181,7 @@ PARTS = [
     Part("search_speed", 75, 120, _search, needs=("optuna",)),
     Part("metrics_speed", 75, 120, _metrics),
     Part("family_speed", 60, 60, _families),
+    Part("localvae_speed", 90, 60, _local_vae),
 ]
 
 
@@ -256,6 +269,7 @@ def collect(work: Path) -> dict[str, Any]:
         "search_speed": _read_json(work / "search.json"),
         "metrics_speed": _read_json(work / "metrics.json"),
         "family_speed": _read_json(work / "families.json"),
+        "localvae_speed": _read_json(work / "localvae.json"),
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -342,6 +356,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"(MiB): {', '.join(f'{m / 2**20:.0f}' for m in mem) or 'n/a'}.",
         ]
     families = (report["figures"].get("family_speed") or {}).get("configs") or {}
+    families = {
+        **families,
+        **((report["figures"].get("localvae_speed") or {}).get("configs") or {}),
+    }
     if families:
         lines += ["", "| family step (batch 64) | steps/s | step time vs s2vae |", "|---|---|---|"]
         for name, f in families.items():

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ..data.catalog import CATALOG, dataset_info
 from ..errors import ParamsError
+from ..methods.localvae.params import LocalVAEParams
 from ..methods.names import METHOD_NAMES
 from ..methods.psvae.params import PSVAEParams
 from ..methods.s2.params import AnnealedVAEParams, DIPVAEParams, FactorVAEParams, MineVAEParams
@@ -354,6 +355,7 @@ METHOD_SECTIONS = {
     "s2_mine_vae": MineVAEParams,
     "ps_vae": PSVAEParams,
     "st_rkm": StRKMParams,
+    "local_vae": LocalVAEParams,
 }
 
 SECTIONS = {
@@ -380,6 +382,7 @@ class Params:
     s2_mine_vae: MineVAEParams = field(default_factory=MineVAEParams)
     ps_vae: PSVAEParams = field(default_factory=PSVAEParams)
     st_rkm: StRKMParams = field(default_factory=StRKMParams)
+    local_vae: LocalVAEParams = field(default_factory=LocalVAEParams)
     eval: EvalParams = field(default_factory=EvalParams)
     search: SearchParams = field(default_factory=SearchParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
@@ -438,6 +441,8 @@ class Params:
                 f"at most st_rkm.feature_dim = {self.st_rkm.feature_dim} with model.name = "
                 "st_rkm (U has orthonormal columns in the feature space)",
             )
+        if self.model.name == "local_vae":
+            self._check_local_vae(info.factor_names, info.observation_shape)
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
@@ -457,6 +462,23 @@ class Params:
         except SpecError as e:
             why = f"a specification that fits: {e}"
             raise bad_value("ps_vae.spec", self.ps_vae.spec, why) from None
+
+    def _check_local_vae(self, factor_names: tuple[str, ...], shape: tuple[int, int, int]) -> None:
+        own, name = self.local_vae, self.data.dataset
+        if own.objective == "m2" and len(factor_names) != 1:
+            raise bad_value(
+                "local_vae.objective",
+                own.objective,
+                f"vae with data.dataset = {name} (m2 classifies one label column; {name} has "
+                f"{len(factor_names)})",
+            )
+        if own.network == "conv" and tuple(shape[1:]) != (64, 64):
+            raise bad_value(
+                "local_vae.network",
+                own.network,
+                f"mlp or auto with data.dataset = {name} ({shape[1]}x{shape[2]} images; conv "
+                "takes 64x64)",
+            )
 
     def _check_few_label_pool(self, dataset_size: int | None) -> None:
         """Refuse eval.few_label_protocol = heldout on a held-out pool too small to select models

@@ -160,6 +160,17 @@ CATALOG: dict[str, DatasetInfo] = {
             num_rows=99289,
         ),
         DatasetInfo(
+            "cifar10",
+            ("label",),
+            (10,),
+            (3, 32, 32),
+            True,
+            "labelled",
+            "cifar10",
+            "CIFAR-10 python version (cifar-10-batches-py folder, or one batch file)",
+            num_rows=60000,
+        ),
+        DatasetInfo(
             "digits",
             ("digit",),
             (10,),

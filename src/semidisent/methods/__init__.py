@@ -20,6 +20,10 @@ def get_method(name: str) -> Method:
         from .psvae.method import PSVAEMethod
 
         return PSVAEMethod()
+    if name == "local_vae":
+        from .localvae.method import LocalVAEMethod
+
+        return LocalVAEMethod()
     if name == "st_rkm":
         from .strkm.method import StRKMMethod
 

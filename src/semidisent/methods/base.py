@@ -102,7 +102,7 @@ class Method(abc.ABC):
     varying: ClassVar[tuple[str, ...]] = ()
     # Evaluations that apply to the exported network: "factor_metrics" (the disentanglement
     # suite and the few-label scores), "generation" (sample quality: metrics/generation.py),
-    # "classification".
+    # "classification", "probes" (linear / MLP probes on the encoder mean: metrics/probes.py).
     evaluations: ClassVar[tuple[str, ...]] = ("factor_metrics", "generation")
     # Whether eval.generation = auto scores generation for this family (a generative model by
     # design); "always" scores it for every family that lists "generation".
@@ -188,6 +188,11 @@ class Method(abc.ABC):
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, network.num_latent, generator=g)  # type: ignore[arg-type]
         return self.decode_images(network, z)
+
+    def probe_options(self, params: Any) -> dict[str, Any]:
+        """Keyword options of the "probes" evaluation (``metrics/probes.py probe_scores``: the
+        linear classifier) from the params; default: none."""
+        return {}
 
     def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
         """The family's exported network freshly initialised from the params (seed

@@ -19,4 +19,6 @@ S2_FAMILY = (
 PS_FAMILY = ("ps_vae",)
 # Pandey et al.'s Stiefel restricted kernel machine (methods/strkm, docs/strkm.md).
 RKM_FAMILY = ("st_rkm",)
-METHOD_NAMES = S2_FAMILY + PS_FAMILY + RKM_FAMILY
+# Zhang et al.'s local-decoder VAE and its M2 (methods/localvae, docs/localvae.md).
+LOCAL_FAMILY = ("local_vae",)
+METHOD_NAMES = S2_FAMILY + PS_FAMILY + RKM_FAMILY + LOCAL_FAMILY

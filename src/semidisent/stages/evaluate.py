@@ -238,6 +238,21 @@ def run_evaluate(
         if "error_inferred" in scores:
             metrics["summary"]["classification_error_inferred"] = _numbers(scores["error_inferred"])
         report("classification", scores, classification["seconds"])
+    probes: dict[str, Any] = {}
+    if "probes" in evaluations:
+        from ..metrics.probes import probe_scores
+
+        scores, probes = probe_scores(
+            vae, dataset, prepared.mask, ep.seed, device, ep.sample_scale,
+            **method.probe_options(params),
+        )  # fmt: skip
+        metrics["probes"] = _numbers(scores)
+        for key in ("linear_accuracy", "mlp_accuracy", "bits_per_dim"):
+            if key in scores:
+                metrics["summary"][f"probe_{key}" if "accuracy" in key else key] = _numbers(
+                    scores[key]
+                )
+        report("probes", scores, probes["seconds"])
     generation: dict[str, Any] = {}
     if "generation" in evaluations:
         from ..metrics.generation import GenerationSettings, generation_scores
@@ -278,6 +293,7 @@ def run_evaluate(
         "rows_encoded": ev.rows_encoded if ev is not None else 0,
         **({"classification": classification} if classification else {}),
         **({"generation": generation} if generation else {}),
+        **({"probes": probes} if probes else {}),
         "versions": _versions(),
         "model": model_info,
         "data": {

@@ -40,7 +40,6 @@ import torch
 from torch import nn
 from torch.nn.functional import log_softmax
 
-from ...objectives.elbo import bernoulli_reconstruction
 from ...objectives.relaxed import (
     categorical_log_mass,
     categorical_log_mass_of,
@@ -101,11 +100,8 @@ def log_likelihood(
     net: PSNetwork, x: torch.Tensor, code: torch.Tensor, amp: torch.dtype | None
 ) -> torch.Tensor:
     """log p(x | values) for values (S, N, code) and images (N, C, H, W): (S, N)."""
-    s, n = code.shape[:2]
     with _autocast(x, amp):
-        logits = net.decode(code.flatten(0, 1)).float()
-    xs = x.expand(s, *x.shape).flatten(0, 1)
-    return -bernoulli_reconstruction(logits, xs).view(s, n)
+        return net.log_likelihood(x, code).float()
 
 
 def _autocast(x: torch.Tensor, amp: torch.dtype | None) -> contextlib.AbstractContextManager:

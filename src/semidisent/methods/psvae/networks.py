@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ...models.architecture import DeconvDecoder, xavier_init_
+from ...models.pixelcnn import PixelDecoder, PixelDecoderConfig
+from ...objectives.elbo import bernoulli_reconstruction
 from .spec import Specification, Variable
 
 
@@ -44,6 +46,9 @@ class PSNetworkConfig:
     init: str = "xavier"
     # Concrete temperature of the relaxed samples (training; test-time inference samples too).
     temperature: float = 0.66
+    # A pixel decoder after the decoder (models/pixelcnn.py PixelDecoderConfig.to_dict(): the
+    # local-decoder M2 of methods/localvae); empty: the decoder's Bernoulli logits.
+    pixel: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +68,9 @@ class PSNetwork(nn.Module):
         self.config = config
         self.spec = spec = config.specification
         c, h, w = config.in_channels, config.height, config.width
+        self.pixel = PixelDecoder(PixelDecoderConfig(**config.pixel)) if config.pixel else None
+        # The decoder's output channels: Bernoulli logits, or h(z) for the pixel decoder.
+        out = self.pixel.feature_channels if self.pixel is not None else c
         if config.network == "conv":
             if (h, w) != (64, 64):
                 raise ValueError(f"the conv networks take 64x64 images, got {h}x{w}")
@@ -71,13 +79,13 @@ class PSNetwork(nn.Module):
                 _conv(32, 64), nn.ReLU(), _conv(64, 64), nn.ReLU(),
                 nn.Flatten(), nn.Linear(64 * 4 * 4, config.hidden), nn.ReLU(),
             )  # fmt: skip
-            self.decoder: nn.Module = DeconvDecoder(c, spec.code_size)
+            self.decoder: nn.Module = DeconvDecoder(out, spec.code_size)
         else:
             self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, config.hidden), nn.ReLU())
             self.decoder = nn.Sequential(
                 nn.Linear(spec.code_size, config.hidden),
                 nn.ReLU(),
-                nn.Linear(config.hidden, c * h * w),
+                nn.Linear(config.hidden, out * h * w),
             )
         self.heads = nn.ModuleDict()
         self.priors = nn.ModuleDict()
@@ -123,9 +131,31 @@ class PSNetwork(nn.Module):
         return mean, log_std
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits (N, C, H, W) from the variables' values side by side (N, code)."""
+        """Bernoulli logits (N, C, H, W) from the variables' values side by side (N, code); with
+        a pixel decoder, logits whose sigmoid is its picture (one seeded autoregressive sample)."""
         cfg = self.config
+        if self.pixel is not None:
+            with torch.no_grad():
+                h = self.decoder(code).view(code.shape[0], -1, cfg.height, cfg.width)
+                picture = self.pixel.picture(h, torch.Generator().manual_seed(0))
+            return torch.logit(picture.clamp(1e-4, 1.0 - 1e-4))
         return self.decoder(code).view(-1, cfg.in_channels, cfg.height, cfg.width)
+
+    def log_likelihood(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """log p(x | values) (S, N) for images x (N, C, H, W) and values (S, N, code)."""
+        s, n = code.shape[:2]
+        cfg = self.config
+        if self.pixel is not None:
+            h = self.decoder(code.flatten(0, 1)).view(s * n, -1, cfg.height, cfg.width)
+            # The image's masked convolution once for the S codes of each example.
+            params = self.pixel.params(x, h, repeat=s)
+            # The likelihood in float32 even under autocast (sums of log masses over pixels).
+            with torch.autocast(x.device.type, enabled=False):
+                xs = x.repeat(s, 1, 1, 1)
+                return self.pixel.likelihood.log_prob(params.float(), xs.float()).view(s, n)
+        logits = self.decode(code.flatten(0, 1)).float()
+        xs = x.expand(s, *x.shape).flatten(0, 1)
+        return -bernoulli_reconstruction(logits, xs).view(s, n)
 
     def code(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([values[v.name] for v in self.spec.variables], -1)
