@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ..data.catalog import CATALOG, dataset_info
 from ..errors import ParamsError
+from ..methods.drmm.params import DRMMParams
 from ..methods.localvae.params import LocalVAEParams
 from ..methods.names import METHOD_NAMES
 from ..methods.psvae.params import PSVAEParams
@@ -356,6 +357,7 @@ METHOD_SECTIONS = {
     "ps_vae": PSVAEParams,
     "st_rkm": StRKMParams,
     "local_vae": LocalVAEParams,
+    "drmm": DRMMParams,
 }
 
 SECTIONS = {
@@ -383,6 +385,7 @@ class Params:
     ps_vae: PSVAEParams = field(default_factory=PSVAEParams)
     st_rkm: StRKMParams = field(default_factory=StRKMParams)
     local_vae: LocalVAEParams = field(default_factory=LocalVAEParams)
+    drmm: DRMMParams = field(default_factory=DRMMParams)
     eval: EvalParams = field(default_factory=EvalParams)
     search: SearchParams = field(default_factory=SearchParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
@@ -443,6 +446,8 @@ class Params:
             )
         if self.model.name == "local_vae":
             self._check_local_vae(info.factor_names, info.observation_shape)
+        if self.model.name == "drmm":
+            self._check_drmm(info.factor_names, info.observation_shape)
         self._check_few_label_pool(info.size)
         from ..search.space import parse_space
 
@@ -478,6 +483,22 @@ class Params:
                 own.network,
                 f"mlp or auto with data.dataset = {name} ({shape[1]}x{shape[2]} images; conv "
                 "takes 64x64)",
+            )
+
+    def _check_drmm(self, factor_names: tuple[str, ...], shape: tuple[int, int, int]) -> None:
+        own, name = self.drmm, self.data.dataset
+        if own.label is not None and own.label not in factor_names:
+            raise bad_value(
+                "drmm.label", own.label, f"a label column of {name}: {', '.join(factor_names)}"
+            )
+        from ..methods.drmm.params import spatial_sizes
+
+        if min(spatial_sizes(shape[1], shape[2], len(own.channels))[-1]) < 1:
+            raise bad_value(
+                "drmm.channels",
+                list(own.channels),
+                f"at most {int(math.log2(min(shape[1:])))} layers for {name}'s "
+                f"{shape[1]}x{shape[2]} images (each halves them)",
             )
 
     def _check_few_label_pool(self, dataset_size: int | None) -> None:

@@ -24,6 +24,10 @@ def get_method(name: str) -> Method:
         from .localvae.method import LocalVAEMethod
 
         return LocalVAEMethod()
+    if name == "drmm":
+        from .drmm.method import DRMMMethod
+
+        return DRMMMethod()
     if name == "st_rkm":
         from .strkm.method import StRKMMethod
 

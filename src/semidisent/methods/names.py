@@ -21,4 +21,6 @@ PS_FAMILY = ("ps_vae",)
 RKM_FAMILY = ("st_rkm",)
 # Zhang et al.'s local-decoder VAE and its M2 (methods/localvae, docs/localvae.md).
 LOCAL_FAMILY = ("local_vae",)
-METHOD_NAMES = S2_FAMILY + PS_FAMILY + RKM_FAMILY + LOCAL_FAMILY
+# Patel et al.'s Deep Rendering Mixture Model, semi-supervised (methods/drmm, docs/drmm.md).
+RENDERING_FAMILY = ("drmm",)
+METHOD_NAMES = S2_FAMILY + PS_FAMILY + RKM_FAMILY + LOCAL_FAMILY + RENDERING_FAMILY

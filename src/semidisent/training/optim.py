@@ -58,3 +58,26 @@ def adam_step(
             v.mul_(_per_model(decay2, p, batched)).addcmul_(g, g, value=1.0 - b2)
             denom = (v.sqrt() / _per_model(bias2_sqrt, p, batched)).add_(eps)
             p.sub_(_per_model(step_size, p, batched) * m / denom)
+
+
+def sgd_step(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor | None],
+    exp_avg: Sequence[torch.Tensor],
+    exp_avg_sq: Sequence[torch.Tensor],
+    count: torch.Tensor,
+    lr: torch.Tensor,
+    active: torch.Tensor,
+    batched: bool,
+    betas: tuple[float, float] = BETAS,
+    eps: float = EPS,
+) -> None:
+    """Plain gradient descent, p -= lr g, with Adam's signature (moments unused). On the loss
+    0.5 ||p - target||^2 with target detached, lr = 1 - momentum makes it the exponential moving
+    average p = momentum p + (1 - momentum) target (the DRMM's priors)."""
+    with torch.no_grad():
+        count.add_(active.to(count.dtype))
+        step_size = torch.where(active, lr, 0.0)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.sub_(_per_model(step_size, p, batched) * g)

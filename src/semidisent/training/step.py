@@ -31,12 +31,12 @@ from ..methods.base import Method, RunSpec
 from ..models.vae import VAEConfig
 from ..objectives.s2vae import ModelBatch, ObjectiveConfig
 from .cayley import cayley_adam_step, second_moment_shape
-from .optim import adam_step
+from .optim import adam_step, sgd_step
 from .rng import make_key
 from .sampler import Batch, DeviceData
 
 # The parameter-group updates by ``OptimizerSpec.kind`` (same signature, in place).
-UPDATES = {"adam": adam_step, "cayley_adam": cayley_adam_step}
+UPDATES = {"adam": adam_step, "cayley_adam": cayley_adam_step, "sgd": sgd_step}
 
 # Independent random streams derived from train.seed (model init uses the seed directly).
 DATA_STREAM = 1
