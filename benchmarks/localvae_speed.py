@@ -33,7 +33,7 @@ from semidisent.methods.base import RunSpec
 from semidisent.methods.localvae.params import LocalVAEParams
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, synthetic_dsprites
+from train_throughput import QUICK_SIZES, sync_device, synthetic_dsprites, time_steppers
 
 BASE = "s2vae unsupervised (64x64, 1 labelled)"
 
@@ -96,22 +96,7 @@ def main() -> None:
     runs = {name: build_run(data, [cfg], model) for name, (data, model, cfg) in configs.items()}
     steppers = {name: run.stepper for name, run in runs.items()}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for stepper in steppers.values():  # warm-up
-        for _ in range(2):
-            stepper.step_body()
-    best = dict.fromkeys(steppers, float("inf"))
-    for _ in range(args.repeats):
-        for name, stepper in steppers.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                stepper.step_body()
-            sync()
-            best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)
+    best = time_steppers(steppers, args.steps, args.repeats, device)
     print(f"device: {device_name(device)} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | eager, batch {b}, PixelCNN {args.channels} "
           f"channels, best of {args.repeats} x {args.steps} steps")  # fmt: skip
@@ -126,11 +111,11 @@ def main() -> None:
             continue
         net = run.stepper.method.export(run.stepper.model.modules()[0]).to(device)
         z = torch.randn(args.sample, net.num_latent, device=device)
-        sync()
+        sync_device(device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             net.pixel.sample(net.features(z), torch.Generator().manual_seed(0))
-        sync()
+        sync_device(device)
         sampling[name] = time.perf_counter() - t0
         print(f"  sampling {args.sample} images, {name:40s} {sampling[name]:7.2f} s")
     if args.json:

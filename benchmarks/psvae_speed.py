@@ -37,7 +37,7 @@ from semidisent.methods.psvae.params import PSVAEParams
 from semidisent.supervision.mask import build_mask
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, synthetic_dsprites
+from train_throughput import QUICK_SIZES, synthetic_dsprites, time_steppers
 
 
 def dsprites_like() -> Prepared:
@@ -94,22 +94,7 @@ def main() -> None:
         for name, (prepared, model, config) in configs.items()
     }
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for stepper in steppers.values():  # warm-up
-        for _ in range(2):
-            stepper.step_body()
-    best = dict.fromkeys(steppers, float("inf"))
-    for _ in range(args.repeats):
-        for name, stepper in steppers.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                stepper.step_body()
-            sync()
-            best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)
+    best = time_steppers(steppers, args.steps, args.repeats, device)
     b = args.batch
     print(f"device: {device_name(device)} | torch {torch.__version__} | eager, batch {b} + {b}")
     base = best["s2vae (dlib conv VAE, 64x64)"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from semidisent.methods.base import RunSpec
 from semidisent.methods.strkm.params import StRKMParams
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, synthetic_dsprites
+from train_throughput import QUICK_SIZES, synthetic_dsprites, time_steppers
 
 BASE = "s2vae unsupervised (64 + 1 labelled)"
 SEMI = "s2vae semi-supervised (64 + 64 labelled)"
@@ -78,22 +77,7 @@ def main() -> None:
         for name, (model, config) in configs.items()
     }
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for stepper in steppers.values():  # warm-up
-        for _ in range(2):
-            stepper.step_body()
-    best = dict.fromkeys(steppers, float("inf"))
-    for _ in range(args.repeats):
-        for name, stepper in steppers.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                stepper.step_body()
-            sync()
-            best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)
+    best = time_steppers(steppers, args.steps, args.repeats, device)
     b = args.batch
     print(f"device: {device_name(device)} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | eager, batch {b} (64x64), "

@@ -34,6 +34,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,6 +105,34 @@ class LabelledPool(Dataset):
 
     def __getitem__(self, i: int):
         return self.x[i], self.y[i], self.obs[i]
+
+
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (a timer around CUDA kernels must)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steppers(
+    steppers: dict[str, Any], steps: int, repeats: int, device: torch.device, warmup: int = 2
+) -> dict[str, float]:
+    """Seconds per eager training step (``Stepper.step_body``) of each stepper: ``warmup`` steps
+    each, then ``repeats`` rounds in which every stepper runs ``steps`` steps in turn (so a
+    disturbance of a shared machine hits every configuration alike), best round kept."""
+
+    for stepper in steppers.values():
+        for _ in range(warmup):
+            stepper.step_body()
+    best = dict.fromkeys(steppers, float("inf"))
+    for _ in range(repeats):
+        for name, stepper in steppers.items():
+            sync_device(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                stepper.step_body()
+            sync_device(device)
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+    return best
 
 
 def baseline(prepared: Prepared, device: torch.device, warmup: int, steps: int) -> float:

@@ -44,6 +44,47 @@ def run_cli(
     return proc
 
 
+def search_two_trials(
+    common: list[str],
+    prepared: Path,
+    tmp_path: Path,
+    space: str,
+    steps: int = 4,
+    env: dict | None = None,
+) -> dict:
+    """``semidisent search`` of a family: two trials of ``steps`` steps over ``space`` (a
+    ``search.space`` value), minimising the training loss; both complete. Its summary."""
+    run_cli("search", *common, "--prepared", str(prepared), "--out", str(tmp_path / "search"),
+            "-S", "search.n_trials=2", "-S", f"search.steps={steps}", "-S", "search.reports=1",
+            "-S", "search.objectives=[loss]", "-S", "search.directions=[minimize]",
+            "-S", "search.baseline_trials=0",
+            "-S", f"search.storage=sqlite:///{tmp_path}/optuna.db",
+            "-S", f"search.space={space}", cwd=tmp_path, env=env, check=True)  # fmt: skip
+    import json
+
+    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
+    assert summary["trials"]["complete"] == 2
+    return summary
+
+
+def compile_family(
+    params: list[str], family: str, key: str, value: str, tmp_path: Path, env: dict | None = None
+) -> None:
+    """``semidisent pipeline compile`` with ``model.name = family`` and ``family.key = value``:
+    both are the compiled pipeline's parameter defaults."""
+    import yaml
+
+    out = tmp_path / "pipeline.yaml"
+    run_cli("pipeline", "compile", *params, "-S", f"model.name={family}",
+            "-S", f"{family}.{key}={value}", "--out", str(out),
+            "--image", "registry.example/semidisent:abc", cwd=ROOT, env=env,
+            check=True)  # fmt: skip
+    spec = next(yaml.safe_load_all(out.read_text()))
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["model__name"]["defaultValue"] == family
+    assert str(inputs[f"{family}__{key}"]["defaultValue"]) == value
+
+
 # A reduced dSprites grid in the official npz format: (colour 1, shape 3, scale 2,
 # orientation 2, posX 4, posY 4) = 192 images, pixels from the procedural renderer.
 SMALL_DSPRITES_VALUES = {"scale": [0, 5], "orientation": [0, 10], "pos": [0, 10, 20, 31]}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compile_family, run_cli, search_two_trials
 from semidisent.artifacts.prepared import load_prepared
 from semidisent.config import load_params
 from semidisent.errors import DataError, ParamsError
@@ -347,23 +347,7 @@ def test_cli_prepare_train_evaluate_search_and_compile_on_digits(tmp_path):
     assert meta["evaluations"] == ["probes"] and meta["probes"]["split"] == "holdout"
     assert meta["probes"]["num_test"] == 359
     assert {"plots/samples.png", "plots/traversals.png"} <= set(meta["pictures"])
-    run_cli("search", *common, "--prepared", str(prep), "--out", str(tmp_path / "search"),
-            "-S", "search.n_trials=2", "-S", "search.steps=2", "-S", "search.reports=1",
-            "-S", "search.objectives=[loss]", "-S", "search.directions=[minimize]",
-            "-S", "search.baseline_trials=0",
-            "-S", f"search.storage=sqlite:///{tmp_path}/optuna.db",
-            "-S", "search.space={local_vae.beta: {low: 0.5, high: 2.0}}",
-            cwd=tmp_path, env=ONE, check=True)  # fmt: skip
-    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
-    assert summary["trials"]["complete"] == 2
-    out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline", "compile", *common[:2], "-S", "model.name=local_vae",
-            "-S", "local_vae.decoder=full", "--out", str(out),
-            "--image", "registry.example/semidisent:abc", cwd=ROOT, env=ONE,
-            check=True)  # fmt: skip
-    import yaml
-
-    spec = next(yaml.safe_load_all(out.read_text()))
-    inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["model__name"]["defaultValue"] == "local_vae"
-    assert inputs["local_vae__decoder"]["defaultValue"] == "full"
+    search_two_trials(
+        common, prep, tmp_path, "{local_vae.beta: {low: 0.5, high: 2.0}}", steps=2, env=ONE
+    )
+    compile_family(common[:2], "local_vae", "decoder", "full", tmp_path, env=ONE)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compile_family, run_cli, search_two_trials
 from semidisent.artifacts.prepared import load_prepared
 from semidisent.config import load_params
 from semidisent.errors import ParamsError
@@ -403,27 +403,12 @@ def test_cli_prepare_train_evaluate_search_and_compile_on_digits(tmp_path):
         meta["evaluations"] == ["classification"] and meta["classification"]["split"] == "holdout"
     )
     assert {"plots/conditional_samples.png", "plots/analogies_digit.png"} <= set(meta["pictures"])
-    run_cli("search", *common, "--prepared", str(prep), "--out", str(tmp_path / "search"),
-            "-S", "search.n_trials=2", "-S", "search.steps=4", "-S", "search.reports=1",
-            "-S", "search.objectives=[loss]", "-S", "search.directions=[minimize]",
-            "-S", "search.baseline_trials=0",
-            "-S", f"search.storage=sqlite:///{tmp_path}/optuna.db",
-            "-S", "search.space={ps_vae.alpha: {low: 0.05, high: 0.5, log: true}}",
-            cwd=tmp_path, check=True)  # fmt: skip
-    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
-    assert summary["trials"]["complete"] == 2
+    summary = search_two_trials(
+        common, prep, tmp_path, "{ps_vae.alpha: {low: 0.05, high: 0.5, log: true}}", steps=4
+    )
     # Beside each trial, the family's evaluation (classification here, never selected on).
     assert "classification_error" in summary["best"]["gt"]
-    out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline", "compile", *common[:2], "-S", "model.name=ps_vae",
-            "-S", "ps_vae.objective=m2", "--out", str(out),
-            "--image", "registry.example/semidisent:abc", cwd=ROOT, check=True)  # fmt: skip
-    import yaml
-
-    spec = next(yaml.safe_load_all(out.read_text()))
-    inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["model__name"]["defaultValue"] == "ps_vae"
-    assert inputs["ps_vae__objective"]["defaultValue"] == "m2"
+    compile_family(common[:2], "ps_vae", "objective", "m2", tmp_path)
 
 
 def test_the_family_is_registered_and_builds_per_specification(small_prepared):

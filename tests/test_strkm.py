@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compile_family, run_cli, search_two_trials
 from semidisent.artifacts.prepared import load_prepared
 from semidisent.config import load_params
 from semidisent.errors import ParamsError
@@ -280,22 +280,12 @@ def test_cli_prepare_train_evaluate_search_and_compile(tmp_path, small_prepared)
     assert (
         vae_meta["generation"]["classifier"]["sha256"] == meta["generation"]["classifier"]["sha256"]
     )
-    run_cli("search", *common, "--prepared", str(path), "--out", str(tmp_path / "search"),
-            "-S", "search.n_trials=2", "-S", "search.steps=4", "-S", "search.reports=1",
-            "-S", "search.objectives=[loss]", "-S", "search.directions=[minimize]",
-            "-S", "search.baseline_trials=0",
-            "-S", f"search.storage=sqlite:///{tmp_path}/optuna.db",
-            "-S", "search.space={st_rkm.noise_level: {low: 0.0001, high: 0.1, log: true}}",
-            cwd=tmp_path, env=env, check=True)  # fmt: skip
-    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
-    assert summary["trials"]["complete"] == 2
-    out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline", "compile", *common[:2], "-S", "model.name=st_rkm",
-            "-S", "st_rkm.variant=noisy_u", "--out", str(out),
-            "--image", "registry.example/semidisent:abc", cwd=ROOT, check=True)  # fmt: skip
-    import yaml
-
-    spec = next(yaml.safe_load_all(out.read_text()))
-    inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["model__name"]["defaultValue"] == "st_rkm"
-    assert inputs["st_rkm__variant"]["defaultValue"] == "noisy_u"
+    search_two_trials(
+        common,
+        path,
+        tmp_path,
+        "{st_rkm.noise_level: {low: 0.0001, high: 0.1, log: true}}",
+        steps=4,
+        env=env,
+    )
+    compile_family(common[:2], "st_rkm", "variant", "noisy_u", tmp_path, env=env)

@@ -91,6 +91,21 @@ class BuildContext:
     num_unlabelled: int = 0
     num_labelled: int = 0
 
+    @classmethod
+    def for_prepared(cls, model: ModelParams, prepared: Any) -> BuildContext:
+        """The context of a network built outside training (the evaluate stage's random-encoder
+        baseline): the prepared dataset's shapes and label columns, float32, no labelled pass."""
+        dataset, mask = prepared.dataset, prepared.mask
+        return cls(
+            model=model,
+            label_sizes=tuple(int(k) for k in mask.label_sizes),
+            in_channels=int(dataset.observation_shape[0]),
+            amp_dtype=None,
+            decode_labelled=False,
+            observation_shape=tuple(int(d) for d in dataset.observation_shape),  # type: ignore[arg-type]
+            factor_names=tuple(mask.factor_names),
+        )
+
 
 class Method(abc.ABC):
     """A model family (see the module docstring)."""

@@ -85,13 +85,23 @@ def samples(model: Any, path: Path, n: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def traversals(model: Any, x: np.ndarray, path: Path, steps: int = 9, limit: float = 2.0) -> Path:
-    """One row per latent: the encoder mean of ``x[0]`` with that latent swept over
-    [-limit, limit]; each row is labelled with the latent's mean KL over ``x`` (nats), so
-    collapsed latents (KL ~ 0) are visible."""
+def traversals(
+    model: Any,
+    x: np.ndarray,
+    path: Path,
+    steps: int = 9,
+    limit: float = 2.0,
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """One row per latent: the code of ``x[0]`` (the encoder mean) with that latent swept over
+    [-limit, limit]. Rows are labelled ``labels``, by default with the latent's mean KL over ``x``
+    (nats), so that collapsed latents (KL ~ 0) are visible."""
     mean, log_var = _encode(model, x)
-    kl = 0.5 * (mean**2 + np.exp(log_var) - log_var - 1).mean(axis=0)
     d = model.num_latent
+    if labels is None:
+        kl = 0.5 * (mean**2 + np.exp(log_var) - log_var - 1).mean(axis=0)
+        labels = [f"z{i} KL {kl[i]:.2f}" for i in range(d)]
     values = np.linspace(-limit, limit, steps)
     z = np.repeat(mean[:1], d * steps, axis=0).reshape(d, steps, d)
     for i in range(d):
@@ -102,8 +112,8 @@ def traversals(model: Any, x: np.ndarray, path: Path, steps: int = 9, limit: flo
     _show(ax, _grid(images, d, steps))
     h = images.shape[2] + 2
     ax.set_yticks([2 + h * i + h / 2 for i in range(d)])
-    ax.set_yticklabels([f"z{i} KL {kl[i]:.2f}" for i in range(d)], fontsize=8)
-    ax.set_title(f"latent traversals, z_i from {-limit:g} to {limit:g}")
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_title(title or f"latent traversals, z_i from {-limit:g} to {limit:g}")
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -122,16 +122,7 @@ class PSVAEMethod(Method):
         return Predictor(network, device, own.inference_samples, params.eval.seed)  # type: ignore[arg-type]
 
     def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
-        dataset, mask = prepared.dataset, prepared.mask
-        ctx = BuildContext(
-            model=params.model,
-            label_sizes=tuple(int(k) for k in mask.label_sizes),
-            in_channels=dataset.observation_shape[0],
-            amp_dtype=None,
-            decode_labelled=False,
-            observation_shape=tuple(int(d) for d in dataset.observation_shape),
-            factor_names=tuple(mask.factor_names),
-        )
+        ctx = BuildContext.for_prepared(params.model, prepared)
         config = self.network_config(params.ps_vae, ctx)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.train.seed)

@@ -117,15 +117,7 @@ class StRKMMethod(Method):
         return self.decode_images(network, h)
 
     def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
-        dataset = prepared.dataset
-        ctx = BuildContext(
-            model=params.model,
-            label_sizes=tuple(int(k) for k in prepared.mask.label_sizes),
-            in_channels=dataset.observation_shape[0],
-            amp_dtype=None,
-            decode_labelled=False,
-            observation_shape=tuple(int(d) for d in dataset.observation_shape),
-        )
+        ctx = BuildContext.for_prepared(params.model, prepared)
         return self._network(params.st_rkm, ctx, params.train.seed).eval()
 
     def write_pictures(

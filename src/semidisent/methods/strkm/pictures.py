@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...stages.pictures import _decode, _encode, _figure, _grid, _show, factor_heatmaps
+from ...stages.pictures import _decode, _figure, _grid, _show, factor_heatmaps
 from ...stages.pictures import reconstructions as _reconstructions
+from ...stages.pictures import traversals as _traversals
 
 LIMIT = 5.0
 STEPS = 11
@@ -33,24 +34,10 @@ def traversals(network: Any, x: np.ndarray, path: Path) -> Path:
     """One row per code: the code of ``x[0]`` with that coordinate swept over [-5, 5]; rows are
     labelled with the coordinate's standard deviation over the training codes (the scale the
     sweep should be read against)."""
-    h, _ = _encode(network, x)
-    d = network.num_latent
     std = np.sqrt(np.diag(network.code_cov.detach().cpu().numpy()))
-    values = np.linspace(-LIMIT, LIMIT, STEPS)
-    z = np.repeat(h[:1], d * STEPS, axis=0).reshape(d, STEPS, d)
-    for i in range(d):
-        z[i, :, i] = values
-    images = _decode(network, z.reshape(d * STEPS, d))
-    fig = _figure(1.0 * STEPS + 1.2, 1.0 * d + 0.8)
-    ax = fig.add_subplot(1, 1, 1)
-    _show(ax, _grid(images, d, STEPS))
-    size = images.shape[2] + 2
-    ax.set_yticks([2 + size * i + size / 2 for i in range(d)])
-    ax.set_yticklabels([f"h{i} sd {std[i]:.2f}" for i in range(d)], fontsize=8)
-    ax.set_title(f"code traversals, h_i from {-LIMIT:g} to {LIMIT:g}")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    labels = [f"h{i} sd {s:.2f}" for i, s in enumerate(std)]
+    title = f"code traversals, h_i from {-LIMIT:g} to {LIMIT:g}"
+    return _traversals(network, x, path, STEPS, LIMIT, labels, title)
 
 
 def write_pictures(
