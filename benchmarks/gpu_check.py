@@ -174,6 +174,16 @@ def _local_vae(work: Path, dry: bool) -> list[str]:
     return _python(str(BENCH / "localvae_speed.py"), *args, *out)
 
 
+def _drmm(work: Path, dry: bool) -> list[str]:
+    """The DRMM's and its CNN's training steps/s beside the beta-VAE's (issue 20)."""
+    out = ["--json", str(work / "drmm.json")]
+    if dry:
+        args = ["--device", "cpu", "--steps", "1", "--repeats", "1", "--batch", "8"]
+    else:
+        args = ["--device", "cuda", "--steps", "30", "--mnist"]
+    return _python(str(BENCH / "drmm_speed.py"), *args, *out)
+
+
 PARTS = [
     Part("imports", 60, 60, _imports),
     Part("pytest_gpu", 120, 120, _pytest, needs=("pytest",)),
@@ -182,6 +192,7 @@ PARTS = [
     Part("metrics_speed", 75, 120, _metrics),
     Part("family_speed", 60, 60, _families),
     Part("localvae_speed", 90, 60, _local_vae),
+    Part("drmm_speed", 60, 60, _drmm),
 ]
 
 
@@ -270,6 +281,7 @@ def collect(work: Path) -> dict[str, Any]:
         "metrics_speed": _read_json(work / "metrics.json"),
         "family_speed": _read_json(work / "families.json"),
         "localvae_speed": _read_json(work / "localvae.json"),
+        "drmm_speed": _read_json(work / "drmm.json"),
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -359,6 +371,7 @@ def markdown(report: dict[str, Any]) -> str:
     families = {
         **families,
         **((report["figures"].get("localvae_speed") or {}).get("configs") or {}),
+        **((report["figures"].get("drmm_speed") or {}).get("configs") or {}),
     }
     if families:
         lines += ["", "| family step (batch 64) | steps/s | step time vs s2vae |", "|---|---|---|"]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compile_family, run_cli, search_two_trials
 from semidisent.config import load_params
 from semidisent.errors import ParamsError
 from semidisent.methods import get_method
@@ -121,7 +121,7 @@ def test_top_down_pass_is_the_adjoint_of_the_bottom_up_linear_part(size):
     aty, _ = net.top_down(net.top(y), switches)
     lhs, rhs = (ax * y).sum(), (x * aty).sum()
     # float64 sums of ~10^4 products: agreement to ~1e-12 relative.
-    lhs, rhs = lhs.detach(), rhs.detach()
+    lhs, rhs, ax = lhs.detach(), rhs.detach(), ax.detach()
     assert float(abs(lhs - rhs)) <= 1e-10 * float(ax.abs().sum() * y.abs().max() + 1.0)
 
 
@@ -316,23 +316,25 @@ def test_cli_prepare_train_evaluate_search_and_compile_on_digits(tmp_path):
     )
     stats = json.loads((model / "train_stats.json").read_text())
     assert set(stats["final_losses"]) == set(get_method("drmm").stat_names())
-    run_cli("search", *common, "--prepared", str(prep), "--out", str(tmp_path / "search"),
-            "-S", "search.n_trials=2", "-S", "search.steps=2", "-S", "search.reports=1",
-            "-S", "search.objectives=[loss]", "-S", "search.directions=[minimize]",
-            "-S", "search.baseline_trials=0",
-            "-S", f"search.storage=sqlite:///{tmp_path}/optuna.db",
-            "-S", "search.space={drmm.rc_weight: {low: 0.1, high: 2.0}}",
-            cwd=tmp_path, env=ONE, check=True)  # fmt: skip
-    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
-    assert summary["trials"]["complete"] == 2
-    out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline", "compile", *common[:2], "-S", "model.name=drmm",
-            "-S", "drmm.objective=cnn", "--out", str(out),
-            "--image", "registry.example/semidisent:abc", cwd=ROOT, env=ONE,
-            check=True)  # fmt: skip
-    import yaml
+    summary = search_two_trials(
+        common, prep, tmp_path, "{drmm.rc_weight: {low: 0.1, high: 2.0}}", steps=2, env=ONE
+    )
+    assert "classification_error" in summary["best"]["gt"]
+    compile_family(common[:2], "drmm", "objective", "cnn", tmp_path, env=ONE)
 
-    spec = next(yaml.safe_load_all(out.read_text()))
-    inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["model__name"]["defaultValue"] == "drmm"
-    assert inputs["drmm__objective"]["defaultValue"] == "cnn"
+
+def test_study_ci_preset_pairs_drmm_with_the_cnn_on_test_accuracy(tmp_path):
+    """studies/drmm.yaml's ci preset end to end: both arms on the same pools and seeds, scored
+    on the classification evaluation's test accuracy (a study metric beside the suite's)."""
+    run_cli("study", "run", "--params", str(ROOT / "params.yaml"), "-q",
+            "--definition", str(ROOT / "studies" / "drmm.yaml"), "--preset", "ci",
+            "--out", str(tmp_path / "study"), "-S", "tracking.enabled=false",
+            cwd=tmp_path, env=ONE, check=True)  # fmt: skip
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert results["counts"]["completed"] == 4
+    (pair,) = results["paired"]
+    assert (pair["arm"], pair["reference"], pair["metric"]) == (
+        "drmm", "cnn", "classification_accuracy")  # fmt: skip
+    assert pair["n"] == 2
+    accuracies = [m["classification_accuracy"] for m in results["models"]]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)

@@ -127,6 +127,7 @@ def test_dry_run_runs_every_part_on_the_cpu_as_on_the_gpu_image(tmp_path):
     assert figures["search_speed"]["same_trials"]
     assert figures["metrics_speed"]["timing"]
     assert "st_rkm split (dlib networks)" in figures["family_speed"]["configs"]
+    assert "drmm (64x64, 3 layers)" in figures["drmm_speed"]["configs"]
     md = (out / "gpu_check.md").read_text()
     assert "DRY RUN" in md and "| search_speed | ok |" in md
     assert md.count("not yet measured") == len(gpu_check.TARGETS)  # no CPU figure as a GPU one

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import shutil
 import time
@@ -235,6 +236,10 @@ def run_evaluate(
         classification["seconds"] = round(time.perf_counter() - t1, 3)
         metrics["classification"] = _numbers(scores)
         metrics["summary"]["classification_error"] = _numbers(scores.get("error"))
+        # Higher is better, as every score a study compares (study/definition.py SUMMARY_SCORES).
+        error = scores.get("error")
+        if isinstance(error, float) and math.isfinite(error):
+            metrics["summary"]["classification_accuracy"] = 1.0 - error
         if "error_inferred" in scores:
             metrics["summary"]["classification_error_inferred"] = _numbers(scores["error_inferred"])
         report("classification", scores, classification["seconds"])

@@ -47,6 +47,10 @@ from ..config.validation import bad_value, between, build, check, non_empty, pos
 from ..errors import ParamsError, SemidisentError
 from ..metrics.names import HEADLINE, METRIC_NAMES
 
+# Study metrics that are not disentanglement metrics: scores of another evaluation that the
+# evaluate stage writes to metrics.json's summary, higher is better like every study metric.
+SUMMARY_SCORES = ("classification_accuracy",)
+
 DEFAULT_DEFINITION = "studies/label_replacement.yaml"
 # Train keys that say how a run executes, not what it learns: never an arm's business, and left
 # out of a model's identity (a changed checkpoint interval must not retrain finished models).
@@ -145,11 +149,11 @@ class StudyDefinition:
         if not self.training_seeds or not self.supervision_seeds:
             raise StudyError(f"{prefix}: training_seeds and supervision_seeds need a seed each")
         for name in self.metrics:
-            if name not in METRIC_NAMES or name not in HEADLINE:
+            if name not in SUMMARY_SCORES and (name not in METRIC_NAMES or name not in HEADLINE):
                 raise bad_value(
                     f"{prefix}.metrics",
                     list(self.metrics),
-                    "names among " + ", ".join(METRIC_NAMES),
+                    "names among " + ", ".join((*METRIC_NAMES, *SUMMARY_SCORES)),
                 )
         if self.beta is not None and not self.beta:
             raise bad_value(f"{prefix}.beta", [], "null or a non-empty list")
@@ -486,7 +490,10 @@ def _model_params(study: Study, arm: str, cell: Cell, sup_seed: int, seed: int) 
     # The study's evaluation: its metrics, the few-label scores (model selection) and no random
     # encoder per model (the study scores one per labelled pool instead).
     ev = raw.setdefault("eval", {})
-    ev.update(metrics=list(d.metrics), few_label=True, random_baseline=[])
+    suite = [m for m in d.metrics if m in METRIC_NAMES]
+    ev.update(few_label=True, random_baseline=[])
+    if suite:  # a study scored on the classification evaluation alone keeps eval.metrics
+        ev["metrics"] = suite
     for key, value in study.arms[arm].items():
         _set(raw, key, value)
     try:

@@ -46,6 +46,7 @@ NAMES = {
     "val_mig": "val MIG",
     "val_dci": "val DCI",
     "val_sap": "val SAP",
+    "classification_accuracy": "test accuracy",
 }
 FEW_LABEL = ("val_mig", "val_dci", "val_sap")
 EXTRA = {

@@ -102,16 +102,7 @@ class DRMMMethod(Method):
         return Predictor(network, device)  # type: ignore[arg-type]
 
     def random_network(self, params: Any, prepared: Any) -> nn.Module | None:
-        dataset, mask = prepared.dataset, prepared.mask
-        ctx = BuildContext(
-            model=params.model,
-            label_sizes=tuple(int(k) for k in mask.label_sizes),
-            in_channels=dataset.observation_shape[0],
-            amp_dtype=None,
-            decode_labelled=False,
-            observation_shape=tuple(int(d) for d in dataset.observation_shape),
-            factor_names=tuple(mask.factor_names),
-        )
+        ctx = BuildContext.for_prepared(params.model, prepared)
         return self._network(params.drmm, ctx, params.train.seed).eval()
 
     def write_pictures(
