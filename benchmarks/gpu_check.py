@@ -44,6 +44,7 @@ BLOCKER = BENCH / "blocked_imports"
 GPU_TEST_FILES = (
     "tests/test_backends.py",
     "tests/test_cayley.py",
+    "tests/test_drmm.py",
     "tests/test_evaluate.py",
     "tests/test_metrics_agreement.py",
     "tests/test_metrics_gbt.py",

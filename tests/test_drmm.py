@@ -338,3 +338,35 @@ def test_study_ci_preset_pairs_drmm_with_the_cnn_on_test_accuracy(tmp_path):
     assert pair["n"] == 2
     accuracies = [m["classification_accuracy"] for m in results["models"]]
     assert all(0.0 <= a <= 1.0 for a in accuracies)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@gpu
+def test_fast_path_matches_eager_on_cuda(small_prepared):
+    """The compiled DRMM step (two optimiser groups: Adam and the priors' sgd), captured as a
+    CUDA graph, against the eager step: same loss curve, same priors."""
+    from semidisent.artifacts.prepared import load_prepared
+    from semidisent.methods.base import RunSpec
+    from semidisent.training import train
+
+    path, overrides = small_prepared
+    params = load_params(None, [*overrides, "model.name=drmm", "train.steps=20",
+                                "train.batch_size=8", "train.labelled_batch_size=8",
+                                "train.device=cuda", "train.amp=off", "train.log_every=5",
+                                "drmm.channels=[8,16,16]"])  # fmt: skip
+    prepared = load_prepared(path, params)
+    runs = {
+        fast: train(prepared, RunSpec(dataclasses.replace(params.train, fast=fast), params.drmm),
+                    params.model, progress=False)
+        for fast in ("off", "on")
+    }  # fmt: skip
+    assert runs["on"].stats["cuda_graph"] and runs["on"].stats["fast_path"]
+    for a, b in zip(runs["off"].curves, runs["on"].curves, strict=True):
+        assert a["xent"] == pytest.approx(b["xent"], rel=1e-3)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-3)
+    eager, fast = (dict(runs[k].model.named_parameters()) for k in ("off", "on"))
+    for name in (n for n in eager if n.startswith("prior_")):
+        torch.testing.assert_close(eager[name].cpu(), fast[name].cpu(), rtol=0, atol=1e-3)

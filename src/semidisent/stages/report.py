@@ -17,6 +17,7 @@ from typing import Any
 
 from ..artifacts.hashing import atomic_directory
 from ..config.schema import Params
+from ..config.validation import to_plain
 from ..errors import ArtifactError
 
 
@@ -139,14 +140,7 @@ def run_report(
                 f"{s.n_labels or s.label_fraction} ({s.labeller}, seed {s.seed}, "
                 f"{s.validation_fraction:.0%} held out)",
             ),
-            (
-                "objective",
-                f"beta {t.beta}, {t.supervised_loss} x gamma_sup {t.gamma_sup} "
-                f"({t.gamma_schedule}), replacement rate {t.replacement_rate} "
-                f"per {t.replacement_unit} (target {t.replacement_target}, noise "
-                f"{t.replacement_noise}), labelled reconstruction {t.labelled_recon} "
-                f"x {t.labelled_weight}",
-            ),
+            ("objective", _objective(params)),
             ("training", f"{t.steps} steps, batch {t.batch_size}, lr {t.lr}, seed {t.seed}"),
             ("device", str(stats.get("device", "?"))),
             (
@@ -169,7 +163,10 @@ def run_report(
             k: f"{v:.4f}" + (f" (random encoder {baseline[k]:.4f})" if k in baseline else "")
             for k, v in summary.items()
         }
-        note = _scale_note(meta.get("sample_scale"))
+        # The sample-size note concerns the disentanglement scores (metrics.json's factor
+        # metrics), not a family's classification, probes or generation scores.
+        suite = meta.get("evaluations") is None or "factor_metrics" in meta.get("evaluations", ())
+        note = _scale_note(meta.get("sample_scale")) if suite else None
         md = [f"# {title}", "", *_table(setting, ("setting", "value")), ""]
         if scores:
             md += ["## Summary", "", *([note, ""] if note else [])]
@@ -290,3 +287,22 @@ def run_report_tracked(
         },
     )
     return out
+
+
+def _objective(params: Params) -> str:
+    """The objective in one line: the semi-supervised family's keys, or another family's own
+    section (its objective is not written in train.*)."""
+    from ..methods.names import S2_FAMILY
+
+    t = params.train
+    if params.model.name in S2_FAMILY:
+        return (
+            f"beta {t.beta}, {t.supervised_loss} x gamma_sup {t.gamma_sup} "
+            f"({t.gamma_schedule}), replacement rate {t.replacement_rate} "
+            f"per {t.replacement_unit} (target {t.replacement_target}, noise "
+            f"{t.replacement_noise}), labelled reconstruction {t.labelled_recon} "
+            f"x {t.labelled_weight}"
+        )
+    own = params.method_params()
+    keys = to_plain(own) if own is not None else {}
+    return f"{params.model.name}: " + ", ".join(f"{k} {v}" for k, v in keys.items())
