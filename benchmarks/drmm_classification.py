@@ -19,8 +19,9 @@ run.
         --steps 30000 --out outputs/drmm-mnist                                           # MNIST
 
 Prints (and writes to <out>/summary.json) per arm the mean +- sd of the test error over seeds,
-the training steps/s, and the paired difference (drmm - cnn) with its 95% t interval and the
-project's bootstrap / Wilcoxon summary (``semidisent.study.statistics.paired``; a verdict needs
+the training steps/s, and the paired differences (drmm - cnn, and the ablations': ``--arms drmm
+cnn no_recon entropy_only``) with their 95% t intervals and the project's bootstrap / Wilcoxon
+summary (``semidisent.study.statistics.paired``; a verdict needs
 >= 6 pairs). ``--jobs 2`` trains two models side by side, one thread each.
 """
 
@@ -39,8 +40,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent / "semidisent"
+# The arms: drmm.* overrides. The ablations keep the DRMM's objective but drop terms: without
+# the reconstruction (entropy minimisation + non-negativity: is it the rendering that helps?) and
+# with the entropy term alone.
+ARMS = {
+    "drmm": {"objective": "drmm"},
+    "cnn": {"objective": "cnn"},
+    "no_recon": {"objective": "drmm", "rc_weight": 0.0},
+    "entropy_only": {"objective": "drmm", "rc_weight": 0.0, "nn_weight": 0.0},
+}
+# Paired comparisons reported (arm, reference), when both arms ran.
+PAIRS = [("drmm", "cnn"), ("no_recon", "cnn"), ("entropy_only", "cnn"), ("drmm", "no_recon"),
+         ("no_recon", "entropy_only")]  # fmt: skip
 # Relative cost of a step (the DRMM's two bottom-up passes and one top-down): longest first.
-COST = {"drmm": 3.0, "cnn": 1.0}
+COST = {"drmm": 3.0, "no_recon": 3.0, "entropy_only": 3.0, "cnn": 1.0}
 
 
 def run(args: list[str], log: Path) -> None:
@@ -66,7 +79,7 @@ def main() -> None:
     ap.add_argument("--path", default=None, help="data.path (full MNIST files)")
     ap.add_argument("--labels", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    ap.add_argument("--arms", nargs="+", default=["drmm", "cnn"])
+    ap.add_argument("--arms", nargs="+", default=["drmm", "cnn"], choices=list(ARMS))
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=100, help="unlabelled and labelled batch size")
     ap.add_argument("--lr", type=float, default=1e-3, help="the reference's initial Adam lr")
@@ -114,7 +127,7 @@ def main() -> None:
         done = d / "eval" / "metrics.json"
         if not done.exists():
             own = ["-S", f"supervision.seed={seed}", "-S", f"train.seed={seed}",
-                   "-S", f"drmm.objective={arm}"]  # fmt: skip
+                   *(x for k, v in ARMS[arm].items() for x in ("-S", f"drmm.{k}={v}"))]  # fmt: skip
             prep = str(out / f"prepared-seed{seed}")
             run(["train", *common, *own, "--prepared", prep, "--out", str(d)], log)
             plots = "true" if seed == args.seeds[0] else "false"
@@ -158,19 +171,20 @@ def main() -> None:
               f"(per seed {', '.join(f'{100 * x:.1f}' for x in e['values'])})  "
               f"{s['mean']:.1f} steps/s")  # fmt: skip
     summary["arms"] = arms
-    if {"drmm", "cnn"} <= set(args.arms):
-        from semidisent.study.statistics import paired
+    from semidisent.study.statistics import paired
 
-        d = t_interval([by[("drmm", s)]["error"] - by[("cnn", s)]["error"] for s in args.seeds])
-        # paired() counts "wins" as the arm scoring higher: errors, so cnn is the "arm".
-        p = paired({s: by[("cnn", s)]["error"] for s in args.seeds},
-                   {s: by[("drmm", s)]["error"] for s in args.seeds})  # fmt: skip
-        d["drmm_better_in"] = p.wins
+    summary["paired_differences"] = {}
+    for a, b in (p for p in PAIRS if p[0] in args.arms and p[1] in args.arms):
+        d = t_interval([by[(a, s)]["error"] - by[(b, s)]["error"] for s in args.seeds])
+        # paired() counts "wins" as the arm scoring higher: errors, so the reference is the arm.
+        p = paired({s: by[(b, s)]["error"] for s in args.seeds},
+                   {s: by[(a, s)]["error"] for s in args.seeds})  # fmt: skip
+        d["better_in"] = p.wins
         d["bootstrap"] = p.as_dict()
-        summary["paired_difference"] = d
-        print(f"  drmm - cnn test error {100 * d['mean']:+.2f} points (95% t interval "
-              f"{100 * d['ci95'][0]:+.2f} .. {100 * d['ci95'][1]:+.2f}; drmm better in "
-              f"{p.wins}/{p.n} seeds; bootstrap verdict on cnn - drmm: {p.verdict}"
+        summary["paired_differences"][f"{a} - {b}"] = d
+        print(f"  {a} - {b} test error {100 * d['mean']:+.2f} points (95% t interval "
+              f"{100 * d['ci95'][0]:+.2f} .. {100 * d['ci95'][1]:+.2f}; {a} better in "
+              f"{p.wins}/{p.n} seeds; bootstrap verdict on {b} - {a}: {p.verdict}"
               f"{'; ' + p.note if p.note else ''})")  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
