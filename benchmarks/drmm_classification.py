@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent / "semidisent"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import ROOT, run, t_interval
+
 # The arms: drmm.* overrides. The ablations keep the DRMM's objective but drop terms: without
 # the reconstruction (entropy minimisation + non-negativity: is it the rendering that helps?) and
 # with the entropy term alone.
@@ -54,23 +52,6 @@ PAIRS = [("drmm", "cnn"), ("no_recon", "cnn"), ("entropy_only", "cnn"), ("drmm",
          ("no_recon", "entropy_only")]  # fmt: skip
 # Relative cost of a step (the DRMM's two bottom-up passes and one top-down): longest first.
 COST = {"drmm": 3.0, "no_recon": 3.0, "entropy_only": 3.0, "cnn": 1.0}
-
-
-def run(args: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("a") as f:
-        subprocess.run([str(BIN), *args], check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
-
-
-def t_interval(values: list[float]) -> dict:
-    """Mean, sd and the 95% t interval of paired differences."""
-    from scipy.stats import t
-
-    n = len(values)
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if n > 1 else float("nan")
-    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
 
 
 def main() -> None:

@@ -25,25 +25,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semidisent.config.schema import ModelParams, SupervisionParams, TrainParams
+from semidisent.config.schema import ModelParams, TrainParams
 from semidisent.methods.base import RunSpec
 from semidisent.methods.drmm.params import DRMMParams
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, synthetic_dsprites, time_steppers
+from train_throughput import (
+    QUICK_SIZES,
+    mnist5k_prepared,
+    step_time_figures,
+    synthetic_dsprites,
+    time_steppers,
+)
 
 BASE = "s2vae semi-supervised (64x64)"
-
-
-def mnist5k():
-    from semidisent.artifacts.prepared import Prepared
-    from semidisent.data.registry import build_dataset
-    from semidisent.supervision.mask import build_mask
-
-    dataset = build_dataset("mnist5k")
-    mask = build_mask(dataset, SupervisionParams(n_labels=100, validation_fraction=0.0))
-    manifest = {"content_sha256": "mnist5k", "supervision": {"mask_sha256": mask.digest()}}
-    return Prepared(path=Path("."), manifest=manifest, dataset=dataset, mask=mask)
 
 
 def main() -> None:
@@ -72,7 +67,7 @@ def main() -> None:
         "drmm cnn objective (64x64)": (sprites, drmm, RunSpec(train, DRMMParams(objective="cnn"))),
     }
     if args.mnist:
-        digits = mnist5k()
+        digits = mnist5k_prepared()
         configs["drmm (28x28 mnist5k)"] = (digits, drmm, RunSpec(train, DRMMParams()))
         configs["drmm cnn objective (28x28 mnist5k)"] = (
             digits, drmm, RunSpec(train, DRMMParams(objective="cnn")))  # fmt: skip
@@ -84,13 +79,8 @@ def main() -> None:
     print(f"device: {device_name(device)} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | eager, batch {b} + {b}, "
           f"best of {args.repeats} x {args.steps} steps")  # fmt: skip
-    base = best[BASE]
-    for name, s in best.items():
-        print(f"  {name:40s} {1 / s:8.2f} steps/s  ({s * 1000:7.1f} ms/step)  "
-              f"step time {s / base:5.2f}x the s2vae's")  # fmt: skip
+    figures = step_time_figures(best, BASE)
     if args.json:
-        figures = {name: {"steps_per_s": 1 / s, "step_time_vs_s2vae": s / base}
-                   for name, s in best.items()}  # fmt: skip
         args.json.write_text(json.dumps({"device": device_name(device), "batch": b,
                                          "configs": figures}, indent=2))  # fmt: skip
 

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent / "semidisent"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import ROOT, run, t_interval
 
 VAE_ARMS = {
     "factorised": ["local_vae.decoder=factorised"],
@@ -58,23 +55,6 @@ COST = {
 PAIRS = [("local_l1", "factorised"), ("local_l3", "factorised"), ("local_l1", "full"),
          ("local_l3", "full"), ("full", "factorised"), ("factorised", "random"),
          ("local_l1", "random")]  # fmt: skip
-
-
-def run(args: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("a") as f:
-        subprocess.run([str(BIN), *args], check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
-
-
-def t_interval(values: list[float]) -> dict:
-    """Mean, sd and the 95% t interval of paired differences."""
-    from scipy.stats import t
-
-    n = len(values)
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if n > 1 else float("nan")
-    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
 
 
 def main() -> None:

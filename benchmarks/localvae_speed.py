@@ -28,25 +28,21 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semidisent.config.schema import ModelParams, SupervisionParams, TrainParams
+from semidisent.config.schema import ModelParams, TrainParams
 from semidisent.methods.base import RunSpec
 from semidisent.methods.localvae.params import LocalVAEParams
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, sync_device, synthetic_dsprites, time_steppers
+from train_throughput import (
+    QUICK_SIZES,
+    mnist5k_prepared,
+    step_time_figures,
+    sync_device,
+    synthetic_dsprites,
+    time_steppers,
+)
 
 BASE = "s2vae unsupervised (64x64, 1 labelled)"
-
-
-def mnist5k():
-    from semidisent.artifacts.prepared import Prepared
-    from semidisent.data.registry import build_dataset
-    from semidisent.supervision.mask import build_mask
-
-    dataset = build_dataset("mnist5k")
-    mask = build_mask(dataset, SupervisionParams(n_labels=100, validation_fraction=0.0))
-    manifest = {"content_sha256": "mnist5k", "supervision": {"mask_sha256": mask.digest()}}
-    return Prepared(path=Path("."), manifest=manifest, dataset=dataset, mask=mask)
 
 
 def main() -> None:
@@ -83,7 +79,7 @@ def main() -> None:
     for name, p in decoders.items():
         configs[f"local_vae {name} (64x64 conv)"] = (sprites, local, RunSpec(train, p))
     if args.mnist:
-        digits = mnist5k()
+        digits = mnist5k_prepared()
         m = ModelParams(name="local_vae", num_latent=32)
         for name, p in decoders.items():
             configs[f"local_vae {name} (28x28 mlp)"] = (digits, m, RunSpec(train, p))
@@ -100,10 +96,7 @@ def main() -> None:
     print(f"device: {device_name(device)} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | eager, batch {b}, PixelCNN {args.channels} "
           f"channels, best of {args.repeats} x {args.steps} steps")  # fmt: skip
-    base = best[BASE]
-    for name, s in best.items():
-        print(f"  {name:44s} {1 / s:8.2f} steps/s  ({s * 1000:8.1f} ms/step)  "
-              f"step time {s / base:6.2f}x the s2vae")  # fmt: skip
+    figures = step_time_figures(best, BASE)
     # Batched autoregressive sampling: one image per feature map, pixel by pixel.
     sampling = {}
     for name, run in runs.items():
@@ -119,8 +112,6 @@ def main() -> None:
         sampling[name] = time.perf_counter() - t0
         print(f"  sampling {args.sample} images, {name:40s} {sampling[name]:7.2f} s")
     if args.json:
-        figures = {name: {"steps_per_s": 1 / s, "step_time_vs_s2vae": s / base}
-                   for name, s in best.items()}  # fmt: skip
         args.json.write_text(json.dumps({"device": device_name(device), "batch": b,
                                          "configs": figures, "sampling_s": sampling,
                                          "sample_images": args.sample}, indent=2))  # fmt: skip

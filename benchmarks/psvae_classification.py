@@ -21,22 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent / "semidisent"
-
-
-def run(args: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("a") as f:
-        subprocess.run([str(BIN), *args], check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import ROOT, run
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -33,15 +32,8 @@ import numpy as np
 
 from semidisent.methods.drmm import rmm
 
-
-def t_interval(values: list[float]) -> dict:
-    from scipy.stats import t
-
-    n = len(values)
-    mean = statistics.fmean(values)
-    sd = statistics.stdev(values) if n > 1 else float("nan")
-    half = t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import t_interval
 
 
 def labelled_mask(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from semidisent.methods.base import RunSpec
 from semidisent.methods.strkm.params import StRKMParams
 from semidisent.training.runtime import device_name, resolve_device
 from semidisent.training.trainer import build_run
-from train_throughput import QUICK_SIZES, synthetic_dsprites, time_steppers
+from train_throughput import QUICK_SIZES, step_time_figures, synthetic_dsprites, time_steppers
 
 BASE = "s2vae unsupervised (64 + 1 labelled)"
 SEMI = "s2vae semi-supervised (64 + 64 labelled)"
@@ -82,13 +82,8 @@ def main() -> None:
     print(f"device: {device_name(device)} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | eager, batch {b} (64x64), "
           f"best of {args.repeats} x {args.steps} steps")  # fmt: skip
-    base = best[BASE]
-    for name, s in best.items():
-        print(f"  {name:46s} {1 / s:8.2f} steps/s  ({s * 1000:7.1f} ms/step)  "
-              f"step time {s / base:5.2f}x the unsupervised s2vae")  # fmt: skip
+    figures = step_time_figures(best, BASE)
     if args.json:
-        figures = {name: {"steps_per_s": 1 / s, "step_time_vs_s2vae": s / base}
-                   for name, s in best.items()}  # fmt: skip
         args.json.write_text(json.dumps({"device": device_name(device), "batch": b,
                                          "configs": figures}, indent=2))  # fmt: skip
 

