@@ -198,11 +198,11 @@ def test_fast_gbt_close_to_sklearn_on_continuous_features():
 
 
 def test_fast_gbt_workers_give_identical_results():
-    """Task groups boosted in parallel threads: the same predictions as one worker and the same
-    importances to float rounding, results in the order of the labels. The sparse histogram
-    product may sum in another order for another number of columns (and threads): each split
-    gain comes from float32 sums of at most n = 700 values, whose relative rounding error is at
-    most n * eps32 = 4.2e-5 (seen: 1.2e-7), hence rtol 5e-5."""
+    """Task groups boosted in parallel (forked processes): the same predictions as one worker
+    and the same importances to float rounding, results in the order of the labels. The sparse
+    histogram product may sum in another order for another number of columns: each split gain
+    comes from float32 sums of at most n = 700 values, whose relative rounding error is at most
+    n * eps32 = 4.2e-5 (seen: identical results), hence rtol 5e-5."""
     x, y = _gbt_data(discrete=False, n=700)
     ys = [y[:, 2], y[:, 0], np.full(len(y), 4), y[:, 1]]  # 5, 2, 1, 3 classes
     one = fit_gbt(x, ys, x[:90], n_estimators=12, max_bins=64, workers=1)

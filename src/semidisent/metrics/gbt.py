@@ -88,7 +88,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .utils import encode_labels, parallel_map
+from .forked import fork_map
+from .utils import encode_labels
 
 EPSILON = float(np.finfo(np.float64).eps)
 # scikit-learn's FEATURE_THRESHOLD (tree/_partitioner.pxd), a float32 added in float32.
@@ -102,6 +103,10 @@ _F32_SUM = float(np.finfo(np.float32).eps)
 _F64 = torch.float64
 # Gains closer than this (relative) count as tied (_Candidates).
 _TIE = 1e-6
+# A candidate below this fraction of its node's best valid gain so far cannot be chosen (nor
+# be tied with the chosen one: ties are within _TIE of the best feature's best, itself within
+# _TIE of the node's best): it is not kept.
+_KEEP = 1 - 3 * _TIE
 # Elements of a (features, bins, nodes, trees) block evaluated at once on the CPU: 2^18 float32
 # = 1 MiB, so that its few temporaries stay in cache.
 _CHUNK = 1 << 18
@@ -233,11 +238,12 @@ def fit_gbt(
     feature order that breaks ties between equally good features.
 
     ``workers`` > 1 (CPU): the label vectors are split into that many groups of about equal
-    numbers of trees, boosted at the same time in Python threads, each on one torch thread
-    (torch releases the GIL inside its kernels). The problems are independent and each tree's
-    tie-breaking order depends on its index among all trees only, so the predictions are one
-    worker's and the importances too, to float rounding (the sparse histogram product may sum
-    in another order for another number of columns).
+    numbers of trees, boosted at the same time in forked processes (``forked.fork_map``: in
+    threads the interpreter lock serialised the Python side of the many small operations),
+    each on one torch thread. The problems are independent and each tree's tie-breaking order
+    depends on its index among all trees only, so the predictions are one worker's and the
+    importances too, to float rounding (the sparse histogram product may sum in another order
+    for another number of columns).
     """
     data = _Data(x_train, x_test, max_bins, torch.device(device))
     tasks = [encode_labels(y) for y in ys_train]
@@ -252,7 +258,7 @@ def fit_gbt(
     groups = _groups(trees, workers)
     if data.device.type != "cpu" or len(groups) < 2:
         return boost(list(range(len(tasks))))
-    parts = parallel_map(boost, groups, len(groups))
+    parts = fork_map(boost, groups)
     # Back to the order of ys_train.
     found = {}
     for g, part in zip(groups, parts, strict=True):
@@ -326,6 +332,7 @@ class _Data:
         low = np.full((self.d, self.b), np.inf, np.float32)
         high = np.full((self.d, self.b), -np.inf, np.float32)
         hard_inside = np.zeros((self.d, self.b), bool)
+        simple = np.ones((self.d, self.b), bool)
         soft = np.zeros((self.d, self.b + 1), bool)  # the gap before bin b (b = B: none)
         for j, (order, xs, b, soft_j) in enumerate(cut):
             bins[order, j] = b
@@ -337,6 +344,9 @@ class _Data:
             high[j, ids] = xs[stop[j, ids] - 1]
             gap = np.flatnonzero(xs[1:] > xs[:-1] + FEATURE_THRESHOLD)  # hard gap after gap
             hard_inside[j] = np.bincount(b[gap], weights=b[gap + 1] == b[gap], minlength=self.b) > 0
+            inner = np.flatnonzero(b[1:] == b[:-1])  # position pairs inside one bin
+            close = inner[~(xs[inner + 1] > xs[inner] + FEATURE_THRESHOLD)]
+            simple[j, b[close]] = False
         # Whether a split inside a bin is possible in some node (its values span more than
         # 1e-7) and at the root (a hard gap inside it); the same for coarse bins, whose fine
         # edges count as inside.
@@ -352,6 +362,10 @@ class _Data:
             self.x_tr = torch.as_tensor(x_train, device=device)
             self.x_te = torch.as_tensor(x_test, device=device)
             self.order = torch.as_tensor(np.stack([c[0] for c in cut]), device=device)
+            self.order32 = self.order.to(torch.int32).reshape(-1)
+            # Bins whose sorted values are all more than 1e-7 apart: between two node rows of
+            # such a bin scikit-learn always has a valid split (no value comparisons needed).
+            self.simple = torch.as_tensor(simple, device=device)
             self.sorted = torch.as_tensor(np.stack([c[1] for c in cut]), device=device)
             self.start = torch.as_tensor(start, device=device)
             self.width = torch.as_tensor(stop - start, device=device)
@@ -894,9 +908,14 @@ class _Search:
     def best(self, live, order) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(gain (k, T) float64, feature (k, T) int64, N_L (k, T) float64) of the best split
         of every live (node, tree); ties between features go to the highest ``order``."""
-        opened = self._coarse_edges(live)
-        if opened:
-            self._fine_edges_and_rows(*opened)
+        ratio = self._coarse_edges(live)
+        if ratio is not None:
+            # The coarse bins on both sides of each node's best coarse edge first: the best
+            # split is usually near it, and a higher G* opens fewer bins afterwards.
+            first = self._around_best_edges(ratio)
+            self._fine_edges_and_rows(*first.nonzero(as_tuple=True))
+            opened = ratio >= (self.target * (1 - 1e-5)).to(torch.float32)
+            self._fine_edges_and_rows(*opened.logical_and_(~first).nonzero(as_tuple=True))
         size = self.d * self.k * self.t
         dev = self.data.device
         if any(len(part[0]) for part in self.unchecked.parts):
@@ -978,8 +997,22 @@ class _Search:
             _, g64 = _gain(cs[d, e, j, t].to(_F64), nl_p, n[j, t].to(_F64), s[d, j, t].to(_F64))
             self.unchecked.add(self._key(d, j, t), g64, nl_p, (e + 1) * R - 1)
         if data.per_value:
-            return ()
-        return (ratio >= goal).nonzero(as_tuple=True)
+            return None
+        self.edge_gain, self.edge_at = top, arg
+        return ratio
+
+    def _around_best_edges(self, ratio: torch.Tensor) -> torch.Tensor:
+        """(D, Bc, k, T) mask of the two coarse bins around the best coarse edge of each
+        (node, tree), where they may hold a better split (``ratio`` from _coarse_edges)."""
+        dev, k, T = self.data.device, self.k, self.t
+        feat = self.edge_gain.argmax(0)  # (k, T)
+        edge = self.edge_at.gather(0, feat[None])[0]
+        j = torch.arange(k, device=dev)[:, None].expand(k, T)
+        t = torch.arange(T, device=dev)[None, :].expand(k, T)
+        mask = torch.zeros_like(ratio, dtype=torch.bool)
+        mask[feat, edge, j, t] = True
+        mask[feat, (edge + 1).clamp(max=ratio.shape[1] - 1), j, t] = True
+        return mask.logical_and_(ratio >= (self.target * (1 - 1e-5)).to(torch.float32))
 
     def _fine_edges_and_rows(self, d, e, j, t) -> None:
         """Step 3 inside the opened coarse bins: their fine edges are candidates; fine bins
@@ -1000,52 +1033,71 @@ class _Search:
         f1, gain = _gain(cs0 + fs, cn0 + fn, n, s)
         # The best so far per (node, tree), with the opened hard fine edges (the last fine
         # edge of a coarse bin is its coarse edge, already a candidate).
-        target = self.target.reshape(-1).clone()
+        target = self.target.view(-1)  # raised in place: the best valid gain so far
         if R > 1:
             key = self._key(d, j, t)[:, None].expand(-1, R - 1)
             inner, inner_n = gain[:, :-1], (cn0 + fn)[:, :-1]
             soft = data.soft[d1, b[:, :-1] + 1]
             hard = torch.where(soft, torch.full_like(inner, -torch.inf), inner)
-            self.candidates.add(key, hard, inner_n)
             target.scatter_reduce_(0, j * self.t + t, hard.max(1).values, "amax")
+            keep = hard >= target[j * self.t + t][:, None] * _KEEP
+            self.candidates.add(key[keep], hard[keep], inner_n[keep])
         goal = target[j * self.t + t][:, None]
         if R > 1 and self.depth > 0:
-            pending = soft & (inner >= goal * (1 - 1e-9)) & (inner > -torch.inf)
+            pending = soft & (inner >= goal * _KEEP) & (inner > -torch.inf)
             self.unchecked.add(key[pending], inner[pending], inner_n[pending], b[:, :-1][pending])
         slack = n * (self.err[t][:, None] * data.roundings[d1, b] + fn * self.shift[j, t][:, None])
-        may = _may_beat(f0, f1, fa, fn, cn0, cn0 + fn, n, slack, goal)
+        may = _may_beat(f0, f1, fa, fn, cn0, cn0 + fn, n, slack, goal * _KEEP)
         may &= data.splittable[min(self.depth, 1)][0][d1, b]
         i, r = may.nonzero(as_tuple=True)
         if len(i):
-            self._scan_rows(d[i], b[i, r], j[i], t[i], cs0[i, r], cn0[i, r], n[i, 0], s[i, 0])
+            c0, c1 = cn0[i, r], cn0[i, r] + fn[i, r]
+            self._scan_rows(d[i], b[i, r], j[i], t[i], cs0[i, r], c0, c1, n[i, 0], s[i, 0], target)
 
-    def _scan_rows(self, d, b, j, t, s0, c0, n, s) -> None:
+    def _scan_rows(self, d, b, j, t, s0, c0, c1, n, s, target) -> None:
         """Every split between two node rows of fine bin b of feature d, in sorted order: the
-        node's gradient sums and counts before each row are the bin's start values plus
-        cumulative sums within the bin. One row of a (bins, widest bin) table per bin."""
-        data = self.data
+        node's gradient sums and counts before each row are the bin's start values (s0, c0)
+        plus cumulative sums within the bin; c1 counts the node's rows up to the bin's end.
+        One row of a (bins, widest bin) table per bin. ``target`` (k T,) the best valid gain
+        so far per (node, tree), raised here; only gains that may still tie with the best
+        become candidates (module docstring: ``_KEEP``)."""
+        data, T = self.data, self.t
+        S = len(d)
         width = data.width[d, b]
         cols = torch.arange(int(width.max()), device=d.device)
-        flat = d[:, None] * data.n + (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
-        row = torch.take(data.order, flat)
+        pos = (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
+        flat = (d[:, None] * data.n + pos).reshape(-1)
+        # int32 (row, tree) cells: int64 index arithmetic costs twice the memory traffic.
+        cell = data.order32.index_select(0, flat).view(S, -1) * T + t.to(torch.int32)[:, None]
+        cell = cell.reshape(-1)
         member = cols < width[:, None]
-        t1 = t[:, None]
         if self.node is not None:
-            member &= torch.take(self.node, row * self.t + t1) == j[:, None]
-        g = torch.take(self.grad, row * self.t + t1).to(_F64) * member
+            member &= self.node.view(-1).index_select(0, cell).view(S, -1) == j[:, None]
+        g = self.grad.view(-1).index_select(0, cell).view(S, -1).to(_F64) * member
         s_left = s0[:, None] + torch.cumsum(g, 1)
-        n_left = c0[:, None] + torch.cumsum(member, 1)
-        # The next member row of the same bin (a split needs a node row on its right).
-        last = len(cols)
-        idx = torch.where(member, cols, last)
-        after = torch.cummin(idx.flip(1), 1).values.flip(1)
-        nxt = torch.cat([after[:, 1:], torch.full_like(after[:, :1], last)], 1)
-        x = torch.take(data.sorted, flat)
-        x_next = x.gather(1, nxt.clamp(max=last - 1))
-        valid = member & (nxt < last) & (x_next > x + FEATURE_THRESHOLD.item())
-        i, r = valid.nonzero(as_tuple=True)
-        _, gain = _gain(s_left[i, r], n_left[i, r], n[i], s[i])
-        self.candidates.add(self._key(d[i], j[i], t[i]), gain, n_left[i, r])
+        n_left = c0[:, None] + torch.cumsum(member, 1, dtype=_F64)
+        # A split after a node row needs another node row of the bin on its right (the bin's
+        # end is a fine edge, a candidate already), at a value more than 1e-7 above: always
+        # so in a simple bin; otherwise the next node row's value is looked up.
+        valid = member & (n_left < c1[:, None])
+        hard = ~data.simple[d, b]
+        if bool(hard.any()):
+            h = hard.nonzero(as_tuple=True)[0]
+            m = member[h]
+            last = len(cols)
+            idx = torch.where(m, cols, last)
+            after = torch.cummin(idx.flip(1), 1).values.flip(1)
+            nxt = torch.cat([after[:, 1:], torch.full_like(after[:, :1], last)], 1)
+            x = torch.take(data.sorted, flat.view(S, -1)[h])
+            x_next = x.gather(1, nxt.clamp(max=last - 1))
+            valid[h] = m & (nxt < last) & (x_next > x + FEATURE_THRESHOLD.item())
+        # _gain's arithmetic in place (every valid slot has rows on both sides).
+        gain = torch.mul(s_left, n[:, None]).sub_(torch.mul(n_left, s[:, None])).square_()
+        gain.div_(torch.sub(n[:, None], n_left).mul_(n_left)).masked_fill_(~valid, -torch.inf)
+        jt = j * T + t
+        target.scatter_reduce_(0, jt, gain.max(1).values, "amax")
+        i, r = (gain >= target[jt][:, None] * _KEEP).nonzero(as_tuple=True)
+        self.candidates.add(self._key(d[i], j[i], t[i]), gain[i, r], n_left[i, r])
 
     def _check_soft(self, valid_top: torch.Tensor) -> None:
         """Soft-edge candidates that reach the best valid gain of their (node, tree) become
@@ -1055,7 +1107,7 @@ class _Search:
         and (N_L + 1)-th node rows are looked up."""
         key, gain, n_left, b = self.unchecked.all()
         per_node = valid_top.reshape(self.d, self.k * self.t).max(0).values
-        keep = (gain >= per_node[key % (self.k * self.t)]).nonzero(as_tuple=True)[0]
+        keep = (gain >= per_node[key % (self.k * self.t)] * _KEEP).nonzero(as_tuple=True)[0]
         if len(keep) == 0:
             return
         key, gain, n_left, b = key[keep], gain[keep], n_left[keep], b[keep]
