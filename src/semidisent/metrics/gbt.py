@@ -1106,7 +1106,7 @@ class _Search:
         # end is a fine edge, a candidate already), at a value more than 1e-7 above: in a
         # simple bin, one after the end of the row's run (_Data); otherwise the next node
         # row's value is looked up.
-        end = (data.run_end.index_select(0, flat).view(S, -1) - data.start[d, b][:, None])
+        end = data.run_end.index_select(0, flat).view(S, -1) - data.start[d, b][:, None]
         end = torch.minimum(end, (width - 1).clamp(min=0)[:, None])
         valid = member & (n_left < c1[:, None]) & (n_left == n_left.gather(1, end))
         hard = ~data.simple[d, b]
