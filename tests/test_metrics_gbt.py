@@ -126,7 +126,7 @@ def _first_difference(x, y, n_estimators, **kw):
 
 @pytest.mark.parametrize(
     "case, max_bins",
-    [("continuous", 768), ("continuous", 16), ("mixed", 64), ("tiny scale", 32)],
+    [("continuous", 768), ("continuous", 16), ("mixed", 64), ("tiny scale", 32), ("clusters", 40)],
 )
 def test_fast_gbt_finds_sklearns_exact_splits(case, max_bins):
     """The same split as scikit-learn's exact splitter at every node, whatever ``max_bins``
@@ -135,7 +135,11 @@ def test_fast_gbt_finds_sklearns_exact_splits(case, max_bins):
     gradients at the first stages, decided by float rounding in both); boosting then drifts.
 
     "tiny scale": values ~1e-4 apart by ~1e-8, where scikit-learn does not split between
-    values less than float32(1e-7) apart but does between rows further apart in a node."""
+    values less than float32(1e-7) apart but does between rows further apart in a node.
+    "clusters": values 1e-4 apart, each repeated with offsets of 0-1 or 0-3 x 4e-8 (1-4
+    float32 steps at 0.3): runs of values without a gap above 1e-7 that span less (no split
+    inside) or more (a split inside between rows far enough apart), scanned inside bins
+    (40 bins: some hold only the narrow runs, others a wide one)."""
     rng = np.random.RandomState(3)
     n = 500
     y = rng.randint(3, size=n)
@@ -144,6 +148,11 @@ def test_fast_gbt_finds_sklearns_exact_splits(case, max_bins):
         z = z @ rng.randn(3, 3)
     if case == "tiny scale":
         z = np.c_[z[:, :2], (y + rng.randn(n)) * 2e-6]
+    if case == "clusters":
+        step = np.round(10 * (y + rng.randn(n))).astype(int)
+        wide = step % 3 == 0  # a third of the runs span 3 x 4e-8, the others 4e-8 at most
+        offset = rng.randint(0, np.where(wide, 4, 2)) * 4e-8
+        z = np.c_[(0.3 + 1e-4 * step + offset).astype(np.float32), z[:, 1:]]
     x = z.astype(np.float32)
     diff = _first_difference(x, y, 15, max_bins=max_bins)
     assert diff is None or diff < 1e-9, diff

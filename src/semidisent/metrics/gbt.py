@@ -61,8 +61,13 @@ level, for every (feature, node, tree):
    when the deviations are centred on the parent's mean, plus a bound of the float32 rounding).
    Coarse bins whose bound reaches G* are opened: their fine edges are evaluated, the bound is
    applied to each fine bin, and the rows of the fine bins that still qualify are scanned in
-   sorted order (cumulative sums of the node's gradients give every midpoint's gain). On the
-   dSprites DCI problems 6-8% of the coarse bins are opened and ~0.6% of the fine bins scanned;
+   sorted order (cumulative sums of the node's gradients give every midpoint's gain; a split
+   after a node row is valid if the next node row of the bin lies past the end of the row's
+   run of values without a gap above 1e-7, when that run spans at most 1e-7, else by their
+   values). The two coarse bins around each node's best coarse edge go first: the best split
+   is usually near it, and the higher G* it gives opens fewer bins. G* is raised by every
+   valid candidate found, and pruning keeps whatever may still tie with it (within 3e-6,
+   ``_KEEP``). On the dSprites DCI problems ~7% of the coarse bins are opened;
 4. per (node, tree) the best candidate (ties as above); its threshold comes from the values of
    the N_L-th and (N_L + 1)-th node rows in the feature's sorted order.
 
@@ -75,9 +80,10 @@ Rows carry their node in every tree as one byte; a level routes them by looking 
 (node, tree) feature and threshold with the int32 (node, tree) index that also serves
 ``bincount`` (node sums, leaf values) and gathering its value; one exp gives every task's class
 probabilities. Test rows are routed after each stage with its splits. On the CPU, groups of
-tasks can be boosted side by side in threads (``workers``). Cost: on the dSprites DCI problem
-(10,000 rows, 10 features, 113 trees per stage) one worker spends ~40% of its time in the
-search (steps 2-4), ~25% in the histograms (step 1, a third of it the product), ~10% routing.
+tasks can be boosted side by side in forked processes (``workers``). Cost: on the dSprites DCI
+problem (10,000 rows, 10 features, 113 trees per stage) one worker spends ~45% of its time in
+the search (steps 2-4; the fine edges and row scans of the opened bins ~30%), ~25% in the
+histograms (step 1, about half of it the product), ~10% routing.
 """
 
 from __future__ import annotations
@@ -944,7 +950,8 @@ class _Search:
 
     def _coarse_edges(self, live):
         """Steps 2 and 3: every hard coarse edge is a candidate; G* per (node, tree) is the
-        best of them; the coarse bins that may hold a better split are returned, (d, e, j, t).
+        best of them; returns (D, Bc, k, T) float32 bounds of the gain strictly inside each
+        coarse bin (``best`` opens those that reach G*), None when every bin is one value.
 
         float32, a few features at a time (the temporaries stay in the CPU caches); the best
         edge of each feature is re-evaluated in float64 and the bounds carry float32 slack."""
