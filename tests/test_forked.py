@@ -43,3 +43,17 @@ def test_fork_map_raises_a_childs_error_and_death():
     with pytest.raises(RuntimeError, match="exit code 3"):
         fork_map(_dies, [0, 1])
     assert fork_map(_fails, [5]) == [5]
+
+
+def test_fork_map_reaps_its_children_when_this_process_fails():
+    import multiprocessing
+
+    with pytest.raises(ValueError, match="bad item 0"):
+        fork_map(_fails_here, [0, 1, 2])
+    assert multiprocessing.active_children() == []
+
+
+def _fails_here(x: int) -> int:
+    if x == 0:
+        raise ValueError("bad item 0")
+    return x

@@ -40,7 +40,16 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
             child.start()
             send.close()
             children.append((child, receive))
-        results = [fn(items[0])]
+        try:
+            results = [fn(items[0])]
+        except BaseException:
+            for child, receive in children:
+                child.join(10.0)
+                if child.is_alive():
+                    child.terminate()
+                    child.join()
+                receive.close()
+            raise
     for child, receive in children:
         try:
             ok, value = receive.recv()
