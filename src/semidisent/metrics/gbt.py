@@ -1100,9 +1100,12 @@ class _Search:
         cols = torch.arange(int(width.max()), device=d.device)
         pos = (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
         flat = (d[:, None] * data.n + pos).reshape(-1)
-        # int32 (row, tree) cells: int64 index arithmetic costs twice the memory traffic.
-        cell = data.order32.index_select(0, flat).view(S, -1) * T + t.to(torch.int32)[:, None]
-        cell = cell.reshape(-1)
+        # int32 (row, tree) cells where they fit: int64 index arithmetic costs twice the memory
+        # traffic.
+        rows = data.order32.index_select(0, flat).view(S, -1)
+        if data.n * T >= 2**31:
+            rows = rows.long()
+        cell = (rows * T + t.to(rows.dtype)[:, None]).reshape(-1)
         member = cols < width[:, None]
         if self.node is not None:
             member &= self.node.view(-1).index_select(0, cell).view(S, -1) == j[:, None]
