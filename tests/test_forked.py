@@ -57,3 +57,23 @@ def _fails_here(x: int) -> int:
     if x == 0:
         raise ValueError("bad item 0")
     return x
+
+
+def test_fork_map_runs_an_item_here_when_its_fork_fails(monkeypatch):
+    from multiprocessing.context import ForkProcess
+
+    started = []
+
+    def start(self):
+        if not started:  # the first fork fails as under strict memory overcommit
+            started.append(self)
+            raise OSError(12, "Cannot allocate memory")
+        return original(self)
+
+    original = ForkProcess.start
+    monkeypatch.setattr(ForkProcess, "start", start)
+    got = fork_map(_work, [0, 1, 2])
+    for seed, (_, values, _) in enumerate(got):
+        np.testing.assert_array_equal(values, _work(seed)[1])
+    pids = [pid for pid, _, _ in got]
+    assert pids[0] == pids[1] == os.getpid() != pids[2]

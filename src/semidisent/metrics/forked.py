@@ -26,31 +26,44 @@ def fork_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[fn(x) for x in items]``: the first item in this process, each other one in a forked
     child at the same time, every one of them on one torch thread. A child's exception is
     raised here with its traceback; a child that dies (killed, out of memory) raises
-    ``RuntimeError``."""
+    ``RuntimeError``. An item whose fork fails (``OSError``: e.g. strict memory overcommit
+    refusing a copy of a large process) runs here afterwards."""
     if len(items) < 2:
         return [fn(x) for x in items]
     if "fork" not in mp.get_all_start_methods():
         return parallel_map(fn, items, len(items))
     ctx = mp.get_context("fork")
-    children = []
+    children: list[tuple] = []  # (process, pipe end) or (None, item) where the fork failed
     with torch_threads(1):
         for x in items[1:]:
             receive, send = ctx.Pipe(duplex=False)
             child = ctx.Process(target=_child, args=(fn, x, send), daemon=True)
-            child.start()
-            send.close()
+            try:
+                child.start()
+            except OSError:
+                receive.close()
+                children.append((None, x))
+                continue
+            finally:
+                send.close()
             children.append((child, receive))
         try:
-            results = [fn(items[0])]
+            first = fn(items[0])
+            here = {i: fn(x) for i, (child, x) in enumerate(children) if child is None}
         except BaseException:
             for child, receive in children:
-                child.join(10.0)
-                if child.is_alive():
-                    child.terminate()
-                    child.join()
-                receive.close()
+                if child is not None:
+                    child.join(10.0)
+                    if child.is_alive():
+                        child.terminate()
+                        child.join()
+                    receive.close()
             raise
-    for child, receive in children:
+    results = [first]
+    for i, (child, receive) in enumerate(children):
+        if child is None:
+            results.append(here[i])
+            continue
         try:
             ok, value = receive.recv()
         except EOFError:
