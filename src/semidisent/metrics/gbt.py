@@ -374,14 +374,16 @@ class _Data:
             self.hist = _Histograms(bins, self.b, device)
             self.x_tr = torch.as_tensor(x_train, device=device)
             self.x_te = torch.as_tensor(x_test, device=device)
-            self.order = torch.as_tensor(np.stack([c[0] for c in cut]), device=device)
-            self.order32 = self.order.to(torch.int32).reshape(-1)
+            # Each feature's sort order, flat (feature, sorted position) -> training row.
+            order = np.stack([c[0] for c in cut]).astype(np.int32).reshape(-1)
+            self.order = torch.as_tensor(order, device=device)
             # Runs of sorted values without a gap > 1e-7 (a "hard" gap): two rows of one run
             # that spans at most 1e-7 cannot be split (scikit-learn's FEATURE_THRESHOLD), two
             # rows with a hard gap between them can. In a simple bin every run is such a tight
             # one, so a split after a node row is valid iff the next node row lies after the
             # end of the row's run (``run_end``, flat (feature, position)): no values needed.
             self.simple = torch.as_tensor(simple, device=device)
+            run_end += np.arange(self.d)[:, None] * self.n  # flat, as ``order``
             self.run_end = torch.as_tensor(run_end.reshape(-1), device=device)
             widths = (stop - start)[splittable]
             self.usual_width = int(np.percentile(widths, 95)) if len(widths) else 0
@@ -934,7 +936,7 @@ class _Search:
             # split is usually near it, and a higher G* opens fewer bins afterwards.
             first = self._around_best_edges(ratio)
             self._fine_edges_and_rows(*first.nonzero(as_tuple=True))
-            opened = ratio >= (self.target * (1 - 1e-5)).to(torch.float32)
+            opened = ratio >= self._coarse_goal()
             self._fine_edges_and_rows(*opened.logical_and_(~first).nonzero(as_tuple=True))
         size = self.d * self.k * self.t
         dev = self.data.device
@@ -1010,7 +1012,7 @@ class _Search:
         self.candidates.add(keys, top, nl)
         # G*: the best valid gain so far; nodes that will not split search no further.
         self.target = torch.where(live, top.max(0).values, torch.inf)  # (k, T)
-        goal = (self.target * (1 - 1e-5)).to(torch.float32)
+        goal = self._coarse_goal()
         if gains is not None:
             pending = soft & (gains >= goal) & (gains > -torch.inf)
             d, e, j, t = pending.nonzero(as_tuple=True)
@@ -1033,7 +1035,11 @@ class _Search:
         mask = torch.zeros_like(ratio, dtype=torch.bool)
         mask[feat, edge, j, t] = True
         mask[feat, (edge + 1).clamp(max=ratio.shape[1] - 1), j, t] = True
-        return mask.logical_and_(ratio >= (self.target * (1 - 1e-5)).to(torch.float32))
+        return mask.logical_and_(ratio >= self._coarse_goal())
+
+    def _coarse_goal(self) -> torch.Tensor:
+        """G* (k, T) as float32 with the slack of the float32 coarse tables and bounds."""
+        return (self.target * (1 - 1e-5)).to(torch.float32)
 
     def _fine_edges_and_rows(self, d, e, j, t) -> None:
         """Step 3 inside the opened coarse bins: their fine edges are candidates; fine bins
@@ -1075,6 +1081,25 @@ class _Search:
             c0, c1 = cn0[i, r], cn0[i, r] + fn[i, r]
             self._scan_rows(d[i], b[i, r], j[i], t[i], cs0[i, r], c0, c1, n[i, 0], s[i, 0], target)
 
+    def _node_rows(self, d, b, j, t):
+        """One table row per fine bin b of feature d (1-D index tensors, S bins), as wide as
+        the widest: (cols (W,); flat (S, W) int64 flat (feature, sorted position) of each slot;
+        cell (S W,) its (row, tree t) index into (n, T) tables; member (S, W): the slot holds a
+        row of node j). Cells are int32 where they fit: int64 index arithmetic costs twice the
+        memory traffic."""
+        data, T = self.data, self.t
+        width = data.width[d, b]
+        cols = torch.arange(max(1, int(width.max())), device=d.device)
+        flat = d[:, None] * data.n + (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
+        rows = data.order.index_select(0, flat.view(-1)).view(len(d), -1)
+        if data.n * T >= 2**31:
+            rows = rows.long()
+        cell = (rows * T + t.to(rows.dtype)[:, None]).reshape(-1)
+        member = cols < width[:, None]
+        if self.node is not None:
+            member &= self.node.view(-1).index_select(0, cell).view(len(d), -1) == j[:, None]
+        return cols, flat, cell, member
+
     def _scan_rows(self, d, b, j, t, s0, c0, c1, n, s, target) -> None:
         """_scan_table on the bins; the few wider than most (a value repeated often, rounding
         of the quantile bins) in a second table, so that they do not widen every row."""
@@ -1096,19 +1121,7 @@ class _Search:
         become candidates (module docstring: ``_KEEP``)."""
         data, T = self.data, self.t
         S = len(d)
-        width = data.width[d, b]
-        cols = torch.arange(int(width.max()), device=d.device)
-        pos = (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
-        flat = (d[:, None] * data.n + pos).reshape(-1)
-        # int32 (row, tree) cells where they fit: int64 index arithmetic costs twice the memory
-        # traffic.
-        rows = data.order32.index_select(0, flat).view(S, -1)
-        if data.n * T >= 2**31:
-            rows = rows.long()
-        cell = (rows * T + t.to(rows.dtype)[:, None]).reshape(-1)
-        member = cols < width[:, None]
-        if self.node is not None:
-            member &= self.node.view(-1).index_select(0, cell).view(S, -1) == j[:, None]
+        cols, flat, cell, member = self._node_rows(d, b, j, t)
         g = self.grad.view(-1).index_select(0, cell).view(S, -1).to(_F64) * member
         s_left = s0[:, None] + torch.cumsum(g, 1)
         n_left = c0[:, None] + torch.cumsum(member, 1, dtype=_F64)
@@ -1116,8 +1129,8 @@ class _Search:
         # end is a fine edge, a candidate already), at a value more than 1e-7 above: in a
         # simple bin, one after the end of the row's run (_Data); otherwise the next node
         # row's value is looked up.
-        end = data.run_end.index_select(0, flat).view(S, -1) - data.start[d, b][:, None]
-        end = torch.minimum(end, (width - 1).clamp(min=0)[:, None])
+        end = data.run_end.index_select(0, flat.view(-1)).view(S, -1) - flat[:, :1]
+        end = torch.minimum(end, (data.width[d, b] - 1).clamp(min=0)[:, None])
         valid = member & (n_left < c1[:, None]) & (n_left == n_left.gather(1, end))
         hard = ~data.simple[d, b]
         if bool(hard.any()):
@@ -1127,7 +1140,7 @@ class _Search:
             idx = torch.where(m, cols, last)
             after = torch.cummin(idx.flip(1), 1).values.flip(1)
             nxt = torch.cat([after[:, 1:], torch.full_like(after[:, :1], last)], 1)
-            x = torch.take(data.sorted, flat.view(S, -1)[h])
+            x = torch.take(data.sorted, flat[h])
             x_next = x.gather(1, nxt.clamp(max=last - 1))
             valid[h] = m & (nxt < last) & (x_next > x + FEATURE_THRESHOLD.item())
         # _gain's arithmetic in place (every valid slot has rows on both sides).
@@ -1174,14 +1187,7 @@ class _Search:
         i = data.multi[d, b].nonzero(as_tuple=True)[0]
         if len(i) == 0:
             return value
-        d, b, j, t = d[i], b[i], j[i], t[i]
-        width = data.width[d, b]
-        cols = torch.arange(int(width.max()), device=d.device)
-        flat = d[:, None] * data.n + (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
-        member = cols < width[:, None]
-        if self.node is not None:
-            row = torch.take(data.order, flat)
-            member &= torch.take(self.node, row * self.t + t[:, None]) == j[:, None]
+        cols, flat, _, member = self._node_rows(d[i], b[i], j[i], t[i])
         at = torch.where(member, cols, -1 if last else len(cols))
         at = at.max(1).values if last else at.min(1).values
         value[i] = torch.take(data.sorted, flat.gather(1, at[:, None])[:, 0])
@@ -1221,16 +1227,9 @@ class _Search:
     def _scan_value(self, d, b, j, t, nth) -> torch.Tensor:
         """The value of the nth (1-based) node row within fine bin b of feature d (inf if the
         bin has fewer)."""
-        data = self.data
-        width = data.width[d, b]
-        cols = torch.arange(max(1, int(width.max())), device=d.device)
-        flat = d[:, None] * data.n + (data.start[d, b][:, None] + cols).clamp(max=data.n - 1)
-        member = cols < width[:, None]
-        if self.node is not None:
-            row = torch.take(data.order, flat)
-            member &= torch.take(self.node, row * self.t + t[:, None]) == j[:, None]
+        _, flat, _, member = self._node_rows(d, b, j, t)
         hit = member & (torch.cumsum(member, 1) == nth[:, None])
         found = hit.any(1)
         at = flat.gather(1, hit.to(torch.int8).argmax(1, keepdim=True))[:, 0]
-        value = torch.take(data.sorted, at)
+        value = torch.take(self.data.sorted, at)
         return torch.where(found, value, torch.full_like(value, torch.inf))
