@@ -146,7 +146,10 @@ def test_compiled_update_on_cuda_matches_the_cpu_update():
     on = torch.ones(k, dtype=torch.bool)
     states = {}
     for device, update in (("cpu", cayley_adam_step), ("cuda", torch.compile(cayley_adam_step))):
-        s = [t.to(device) for t in (x, torch.zeros_like(x), torch.zeros(k, 1, 1), torch.zeros(k))]
+        # Copies: the update works in place, and x.to("cpu") would be x itself, so the CUDA run
+        # would start where the CPU run ended.
+        s = [t.to(device, copy=True) for t in (x, torch.zeros_like(x), torch.zeros(k, 1, 1),
+                                               torch.zeros(k))]  # fmt: skip
         for grad in grads:
             update([s[0]], [grad.to(device)], [s[1]], [s[2]], s[3], lr.to(device),
                    on.to(device), True)  # fmt: skip
@@ -157,8 +160,9 @@ def test_compiled_update_on_cuda_matches_the_cpu_update():
 
 @pytest.mark.gpu
 @gpu
-def test_st_rkm_fast_path_matches_eager_on_cuda(small_prepared):
-    """The compiled step with Cayley ADAM, captured as a CUDA graph, against the eager step."""
+def test_st_rkm_fast_path_matches_eager_on_cuda(small_prepared, ieee_training):
+    """The compiled step with Cayley ADAM, captured as a CUDA graph, against the eager step
+    (both in IEEE float32; the orthogonality stat is float64 whatever the kernels)."""
     import dataclasses
 
     from semidisent.artifacts.prepared import load_prepared

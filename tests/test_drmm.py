@@ -345,9 +345,9 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 @pytest.mark.gpu
 @gpu
-def test_fast_path_matches_eager_on_cuda(small_prepared):
+def test_fast_path_matches_eager_on_cuda(small_prepared, ieee_training):
     """The compiled DRMM step (two optimiser groups: Adam and the priors' sgd), captured as a
-    CUDA graph, against the eager step: same loss curve, same priors."""
+    CUDA graph, against the eager step, both in IEEE float32: same loss curve, same priors."""
     from semidisent.artifacts.prepared import load_prepared
     from semidisent.methods.base import RunSpec
     from semidisent.training import train

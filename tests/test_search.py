@@ -109,6 +109,9 @@ def test_tiny_study_on_sqlite_with_nested_mlflow_runs(
         if t.state.name == "COMPLETE":
             assert sorted(t.intermediate_values) == [10, 20, 30]
             assert set(t.user_attrs["gt"]) == {"mig"}
+            # The random-encoder baseline is the same for every trial: never scored per trial.
+            scored = json.loads((out / "trials" / f"{t.number:05d}" / "metrics.json").read_text())
+            assert "mig" in scored["summary"] and "random_encoder" not in scored
         else:
             assert max(t.intermediate_values) < 40 and t.user_attrs["steps"] < 40
 

@@ -592,8 +592,13 @@ def complete_trial(ctx: SearchContext, run: TrialRun, result: Any, values: Seque
     if sp.gt_metrics:
         from ..stages.evaluate import run_evaluate
 
+        # No random-encoder baseline per trial: it is the same network, data and seed for
+        # every trial (on a GPU its DCI alone took longer than a short trial's training).
         eval_params = dataclasses.replace(
-            p, eval=dataclasses.replace(p.eval, metrics=tuple(sp.gt_metrics), few_label=False)
+            p,
+            eval=dataclasses.replace(
+                p.eval, metrics=tuple(sp.gt_metrics), few_label=False, random_baseline=()
+            ),
         )
         try:
             metrics = run_evaluate(
