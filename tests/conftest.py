@@ -130,9 +130,6 @@ def small_dsprites_npz(tmp_path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- real services (integration)
-
-
 @pytest.fixture
 def ieee_training(monkeypatch):
     """CUDA training in IEEE float32 on both paths, for tests of the fast path's mechanics
@@ -147,6 +144,9 @@ def ieee_training(monkeypatch):
     monkeypatch.setattr(trainer, "fast_training_kernels", backends.ieee_float32)
     with backends.ieee_float32():
         yield
+
+
+# ---------------------------------------------------------------- real services (integration)
 
 
 @pytest.fixture(scope="session")
