@@ -92,7 +92,7 @@ def _imports(work: Path, dry: bool) -> list[str]:
 
 def _pytest(work: Path, dry: bool) -> list[str]:
     return _python(
-        "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rfEs", "--tb=short",
+        "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "-rfEs", "--tb=short",
         f"--junitxml={work / 'pytest.xml'}", *GPU_TEST_FILES,
     )  # fmt: skip
 
@@ -260,7 +260,8 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _junit(path: Path) -> dict[str, int] | None:
+def _junit(path: Path) -> dict[str, Any] | None:
+    """pytest's counts from its JUnit XML, and the failed tests (``module::name``)."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
@@ -268,8 +269,15 @@ def _junit(path: Path) -> dict[str, int] | None:
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     if suite is None:
         return None
-    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    counts: dict[str, Any] = {
+        k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")
+    }
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    counts["failed"] = [
+        f"{case.get('classname')}::{case.get('name')}"
+        for case in suite.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
     return counts
 
 
@@ -350,6 +358,9 @@ def markdown(report: dict[str, Any]) -> str:
         if res.get("status") == "timeout":
             note = f"stopped at its {res['limit_s']:.0f} s limit"
         lines.append(f"| {name} | {res['status']} | {res.get('seconds', '')} | {note} |")
+    failed = (report["figures"].get("pytest_gpu") or {}).get("failed") or []
+    if failed:
+        lines += ["", "Failed GPU tests: " + ", ".join(f"`{t}`" for t in failed) + "."]
     amp = (report["figures"].get("train_throughput") or {}).get("amp_compare") or []
     if amp:
         lines += ["", "| autocast | steps/s | final loss | MIG |", "|---|---|---|---|"]

@@ -102,6 +102,40 @@ def test_project_docs_carry_the_block_the_check_fills():
 
 
 @pytest.mark.slow
+def test_junit_counts_and_failed_test_names_reach_the_report(tmp_path):
+    """A real pytest JUnit file with one pass, one failure, one error and one skip."""
+    (tmp_path / "test_mix.py").write_text(
+        "import pytest\n"
+        "@pytest.fixture\n"
+        "def broken():\n"
+        "    raise RuntimeError('setup')\n"
+        "def test_ok():\n    pass\n"
+        "def test_bad():\n    assert 1 == 2\n"
+        "def test_error(broken):\n    pass\n"
+        "def test_skip():\n    pytest.skip('no')\n"
+    )
+    xml = tmp_path / "out.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
+         str(tmp_path / "test_mix.py")],
+        cwd=tmp_path, capture_output=True, check=False,
+    )  # fmt: skip
+    counts = gpu_check._junit(xml)
+    assert counts is not None
+    assert [counts[k] for k in ("passed", "failures", "errors", "skipped")] == [1, 1, 1, 1]
+    assert counts["failed"] == ["test_mix::test_bad", "test_mix::test_error"]
+    report = {
+        "environment": {"date": "d", "device": "dev", "torch": "t", "cuda": "c"},
+        "dry_run": False,
+        "targets": {},
+        "parts": {"pytest_gpu": {"status": "failed", "seconds": 1.0}},
+        "figures": {"pytest_gpu": counts},
+    }
+    md = gpu_check.markdown(report)
+    assert "1 passed, 2 failed, 1 skipped" in md
+    assert "Failed GPU tests: `test_mix::test_bad`, `test_mix::test_error`." in md
+
+
 def test_dry_run_runs_every_part_on_the_cpu_as_on_the_gpu_image(tmp_path):
     """Every part of the check, tiny, on the CPU, with mlflow, kfp and dvc unimportable: all
     pass, and the JSON and markdown hold each part's status and the figures (~40 s here)."""
