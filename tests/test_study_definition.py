@@ -213,3 +213,25 @@ def test_the_cli_refuses_a_bad_definition_with_one_line_before_anything_runs(tmp
     )
     assert ok.returncode == 0, ok.stderr
     assert "24 models in 24 training units" in ok.stdout and "unit u" in ok.stdout
+
+
+def test_the_report_gives_what_differs_between_arms_by_arm():
+    """The Training line names each arm's family and steps where they differ, and beta only for
+    the arms of the semi-supervised family (St-RKM has none); one value where the arms agree."""
+    from semidisent.study.report import _training, design
+
+    strkm = design(load_study(ROOT / "studies" / "strkm.yaml", "cpu", PARAMS))
+    line = _training(strkm)
+    assert line.startswith(
+        "families by arm (`beta_vae` s2vae, `st_rkm_deterministic` st_rkm, `st_rkm_noisy_u` "
+        "st_rkm, `st_rkm_split` st_rkm), steps by arm (`beta_vae` 790, "
+        "`st_rkm_deterministic` 860, `st_rkm_noisy_u` 950, `st_rkm_split` 690)"
+    ), line
+    assert set(strkm["beta"]) == {"beta_vae"}
+    assert line.endswith(f"beta by arm (`beta_vae` {strkm['beta']['beta_vae']})")
+    same = design(load_study(DEFINITION, "cpu", PARAMS))
+    assert _training(same) == (
+        f"{same['steps']} steps, batch {same['batch_size']} + {same['labelled_batch_size']} "
+        f"labelled, beta {same['beta']}"
+    )
+    assert same["families"] == "s2vae" and not isinstance(same["steps"], dict)

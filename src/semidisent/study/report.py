@@ -313,9 +313,31 @@ def _times(study: Study, out: Path, runs: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
+def _per_arm(study: Study, value: Any) -> dict[str, Any]:
+    """``value(params)`` of each arm's first model, in the arms' order (None: not applicable)."""
+    first: dict[str, Any] = {}
+    for m in study.models:
+        first.setdefault(m.arm, m.params)
+    return {a: value(first[a]) for a in study.definition.arms if a in first}
+
+
+def _common(per_arm: Mapping[str, Any]) -> Any:
+    """The value every arm has, or the values by arm (only the arms it applies to: not None)
+    when they differ or apply to some arms only; None when it applies to none."""
+    values = list(per_arm.values())
+    if values and values[0] is not None and all(v == values[0] for v in values):
+        return values[0]
+    return {a: v for a, v in per_arm.items() if v is not None} or None
+
+
 def design(study: Study) -> dict[str, Any]:
+    from ..methods.names import S2_FAMILY
+
     d = study.definition
     p = study.models[0].params
+    # What differs between arms (a family, its steps) is reported by arm, not as the first
+    # model's value; beta only for the arms of the semi-supervised family, which has one.
+    beta = _per_arm(study, lambda q: q.train.beta if q.model.name in S2_FAMILY else None)
     return {
         "arms": study.arms,
         "baseline": d.baseline,
@@ -325,10 +347,13 @@ def design(study: Study) -> dict[str, Any]:
         "training_seeds": list(d.training_seeds),
         "metrics": list(d.metrics),
         "selection": d.selection,
-        "steps": p.train.steps,
-        "batch_size": p.train.batch_size,
-        "labelled_batch_size": p.train.labelled_batch_size or p.train.batch_size,
-        "beta": list(d.beta) if d.beta is not None else p.train.beta,
+        "families": _common(_per_arm(study, lambda q: q.model.name)),
+        "steps": _common(_per_arm(study, lambda q: q.train.steps)),
+        "batch_size": _common(_per_arm(study, lambda q: q.train.batch_size)),
+        "labelled_batch_size": _common(
+            _per_arm(study, lambda q: q.train.labelled_batch_size or q.train.batch_size)
+        ),
+        "beta": list(d.beta) if d.beta is not None else _common(beta),
         "sample_scale": p.eval.sample_scale,
         "eval_mode": p.eval.mode,
         "few_label_protocol": p.eval.few_label_protocol,
@@ -376,6 +401,27 @@ def _p(v: Any) -> str:
     return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
+def _by_arm(value: Any, unit: str = "") -> str:
+    """A design value: common to every arm, or listed by arm."""
+    if isinstance(value, Mapping):
+        return "by arm (" + ", ".join(f"`{a}` {v}{unit}" for a, v in value.items()) + ")"
+    return f"{value}{unit}"
+
+
+def _training(des: Mapping[str, Any]) -> str:
+    """The Training line's figures; design reports from before ``families`` lack it."""
+    parts = []
+    if isinstance(des.get("families"), Mapping):
+        parts.append(f"families {_by_arm(des['families'])}")
+    steps = des["steps"]
+    parts.append(f"steps {_by_arm(steps)}" if isinstance(steps, Mapping) else f"{steps} steps")
+    parts.append(f"batch {_by_arm(des['batch_size'])} + {_by_arm(des['labelled_batch_size'])} "
+                 "labelled")  # fmt: skip
+    if des.get("beta") is not None:
+        parts.append(f"beta {_by_arm(des['beta'])}")
+    return ", ".join(parts)
+
+
 def markdown(study: Study, report: Mapping[str, Any], link_prefix: str = "") -> str:
     """The study's results as Markdown (results.md, and docs/results.md's generated section);
     pictures are linked as ``link_prefix + plots/...``."""
@@ -398,8 +444,7 @@ def markdown(study: Study, report: Mapping[str, Any], link_prefix: str = "") -> 
         f"{des['supervision_seeds']} x training seeds "
         f"{des['training_seeds']}); every arm of a pair has the same labelled pool, initial "
         "weights and batches.",
-        f"- Training: {des['steps']} steps, batch {des['batch_size']} + "
-        f"{des['labelled_batch_size']} labelled, beta {des['beta']}, {des['dataset']}. Evaluation: "
+        f"- Training: {_training(des)}, {des['dataset']}. Evaluation: "
         f"{', '.join(NAMES.get(m, m) for m in des['metrics'])} at sample_scale "
         f"{des['sample_scale']:g} ({des['eval_mode']} mode); few-label scores under the "
         f"{des['few_label_protocol']} protocol, `{des['selection']}` selects.",
