@@ -1105,9 +1105,9 @@ class _Search:
         of the quantile bins) in a second table, so that they do not widen every row."""
         wide = self.data.width[d, b] > self.data.usual_width
         if bool(wide.any()) and not bool(wide.all()):
+            args = (d, b, j, t, s0, c0, c1, n, s)
             for part in (~wide, wide):
                 i = part.nonzero(as_tuple=True)[0]
-                args = (d, b, j, t, s0, c0, c1, n, s)
                 self._scan_table(*(x[i] for x in args), target)
         else:
             self._scan_table(d, b, j, t, s0, c0, c1, n, s, target)

@@ -401,11 +401,11 @@ def _p(v: Any) -> str:
     return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
-def _by_arm(value: Any, unit: str = "") -> str:
+def _by_arm(value: Any) -> str:
     """A design value: common to every arm, or listed by arm."""
     if isinstance(value, Mapping):
-        return "by arm (" + ", ".join(f"`{a}` {v}{unit}" for a, v in value.items()) + ")"
-    return f"{value}{unit}"
+        return "by arm (" + ", ".join(f"`{a}` {v}" for a, v in value.items()) + ")"
+    return f"{value}"
 
 
 def _training(des: Mapping[str, Any]) -> str:
