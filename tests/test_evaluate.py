@@ -14,6 +14,7 @@ import torch
 from conftest import run_cli
 from semidisent.config import load_params
 from semidisent.errors import ArtifactError
+from semidisent.metrics import registry
 from semidisent.models import VAE, VAEConfig
 from semidisent.models.io import save_model
 from semidisent.stages.evaluate import RANDOM_ENCODER, random_encoder, run_evaluate
@@ -65,6 +66,11 @@ def test_run_evaluate_writes_metrics_meta_and_pictures(setup, tmp_path):
     )
     assert meta["settings"]["beta_vae"]["num_train"] == 100  # 10,000 x 0.01
     assert set(meta["seconds"]) >= set(core) | {"total"}
+    # DCI ran alongside the other metrics where fast mode on the CPU has two workers.
+    alongside = registry._concurrent_allowed(
+        "fast", meta["device"], params.eval.cpu_threads, params.eval.cpu_workers
+    )
+    assert meta["concurrent"] == (["dci"] if alongside else [])
     pictures = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pictures == [
         "dci_importance.png",

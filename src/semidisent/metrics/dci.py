@@ -198,7 +198,6 @@ def dci_on_fixed_data(
     )
 
 
-@thread_limited
 def compute_dci(
     dataset: Any,
     representation: RepresentationFunction | CodeCache,
@@ -207,22 +206,44 @@ def compute_dci(
     details: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     s = settings or DCISettings()
-    rng = np.random.RandomState(seed)
+    return score_dci(sample_dci(dataset, representation, seed, s), seed, s, details)
+
+
+DCIData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@thread_limited
+def sample_dci(
+    dataset: Any,
+    representation: RepresentationFunction | CodeCache,
+    seed: int,
+    settings: DCISettings,
+) -> DCIData:
+    """The metric's points: (codes, factors) of its training and test sets, drawn from
+    ``RandomState(seed)`` as dlib draws them (the first of :func:`compute_dci`'s two parts; the
+    registry runs the second, :func:`score_dci`, alongside other metrics)."""
+    s = settings
     (x_train, y_train), (x_test, y_test) = factor_codes(
         dataset,
         representation,
-        rng,
+        np.random.RandomState(seed),
         [s.num_train, s.num_test],
         s.batch_size,
         NAME,
         s.mode,
         s.progress,
     )
+    return x_train, y_train, x_test, y_test
+
+
+@thread_limited
+def score_dci(
+    data: DCIData, seed: int, settings: DCISettings, details: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """The scores of :func:`sample_dci`'s points: the boosted trees and what follows."""
+    s = settings
     return dci_scores(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
+        *data,
         s.mode,
         s.device,
         seed,

@@ -197,6 +197,24 @@ def as_float(x: object) -> float | int:
     return float(x)  # type: ignore[arg-type]
 
 
+# Set in a process forked by metrics/forked.py, which runs torch on one thread there: GNU OpenMP's
+# thread pool, copied from the parent without its threads, deadlocks when a forked child uses
+# more than one thread (seen: a VAE encoder wrapped with two threads hung in a forked DCI).
+# ``limit_threads`` and ``torch_threads`` then leave the thread counts alone.
+_FORKED_CHILD = False
+
+
+def mark_forked_child() -> None:
+    """This process was forked: run torch, OpenMP and BLAS on one thread from now on."""
+    global _FORKED_CHILD
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(limits=1)  # BLAS and OpenMP of the other libraries, for the process
+    _FORKED_CHILD = True
+
+
 @contextmanager
 def limit_threads(n: int) -> Iterator[None]:
     """Run torch, OpenMP (scikit-learn's and torch's) and BLAS on ``n`` threads (0: leave them
@@ -210,7 +228,7 @@ def limit_threads(n: int) -> Iterator[None]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    if n <= 0:
+    if n <= 0 or _FORKED_CHILD:  # a forked child stays on its one thread (mark_forked_child)
         yield
         return
     old = torch.get_num_threads()
@@ -302,7 +320,7 @@ def torch_threads(n: int) -> Iterator[None]:
     import torch
 
     old = torch.get_num_threads()
-    if n <= 0 or n == old:
+    if n <= 0 or n == old or _FORKED_CHILD:  # a forked child stays on its one thread
         yield
         return
     torch.set_num_threads(n)

@@ -294,6 +294,8 @@ def run_evaluate(
             **({k: round(v, 3) for k, v in ev.seconds.items()} if ev is not None else {}),
             "total": round(time.perf_counter() - t0, 3),
         },
+        # Metrics computed in a forked process alongside the others: their seconds overlap.
+        "concurrent": ev.concurrent if ev is not None else [],
         "settings": ev.settings if ev is not None else {},
         "rows_encoded": ev.rows_encoded if ev is not None else 0,
         **({"classification": classification} if classification else {}),
