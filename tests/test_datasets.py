@@ -47,13 +47,18 @@ def test_rows_and_factors_are_inverse(sizes, seed):
     np.testing.assert_array_equal(ds.rows_of(ds.factors_of(all_rows)), all_rows)
 
 
-def test_sample_factors_follows_dlib_rng_order():
-    # dlib: one RandomState.randint(size, size=n) per factor, in factor order.
-    ds = _grid((3, 6, 4))
-    got = ds.sample_factors(7, np.random.RandomState(5))
-    rs = np.random.RandomState(5)
-    want = np.stack([rs.randint(k, size=7) for k in (3, 6, 4)], axis=1)
-    np.testing.assert_array_equal(got, want)
+@pytest.mark.parametrize("sizes", [(3, 6, 4), (1, 2, 40, 32, 32), (255, 1, 7)])
+def test_sample_factors_follows_dlib_rng_order(sizes):
+    # dlib: one RandomState.randint(size, size=n) per factor, in factor order; the same numbers
+    # call after call (rejection sampling draws a varying count), and the same state after.
+    ds = _grid(sizes)
+    mine, dlib = np.random.RandomState(5), np.random.RandomState(5)
+    for n in (7, 1, 64, 0, 33):
+        got = ds.sample_factors(n, mine)
+        want = np.stack([dlib.randint(k, size=n) for k in sizes], axis=1).reshape(n, len(sizes))
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == np.int64 and got.flags.c_contiguous
+    assert mine.randint(2**31) == dlib.randint(2**31)
 
 
 def test_nuisance_factors_are_drawn_at_observation_time_and_lookup_is_honoured():

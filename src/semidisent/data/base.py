@@ -62,10 +62,12 @@ class FactorDataset(abc.ABC):
 
     def sample_factors(self, n: int, rng: np.random.RandomState) -> np.ndarray:
         """n factor vectors, each factor uniform and independent: int64 (n, num_factors)."""
-        out = np.empty((n, self.num_factors), dtype=np.int64)
-        for j, size in enumerate(self.factor_sizes):
-            out[:, j] = rng.randint(size, size=n)
-        return out
+        # dlib draws rng.randint(size, size=n) per factor, in factor order. One call with the
+        # sizes broadcast over (factors, n) draws the same numbers in the same order (numpy's
+        # per-element masked rejection, as the per-factor calls; tests/test_datasets.py) in half
+        # the time: BetaVAE and FactorVAE make ~50,000 such calls per evaluation.
+        sizes = np.asarray(self.factor_sizes, dtype=np.int64)[:, None]
+        return np.ascontiguousarray(rng.randint(0, sizes, size=(len(sizes), n), dtype=np.int64).T)
 
     @abc.abstractmethod
     def rows_of(self, factors: np.ndarray, rng: np.random.RandomState | None = None) -> np.ndarray:
