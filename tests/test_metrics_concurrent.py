@@ -55,6 +55,10 @@ def test_a_concurrent_evaluation_scores_exactly_as_one_after_the_other():
     assert together.wall_seconds > 0
 
 
+class _TwoThreadEncoder(testing.PrecomputedCode):
+    threads = 2  # as a VAE encoder wrapped on two torch threads
+
+
 @pytest.mark.parametrize(
     ("names", "kw"),
     [
@@ -64,6 +68,10 @@ def test_a_concurrent_evaluation_scores_exactly_as_one_after_the_other():
 )
 def test_no_concurrency_where_it_cannot_help(names, kw):
     assert _evaluate(names, **kw).concurrent == []
+    # An encoder on two threads and DCI's two workers would fight for the cores.
+    encoder = _TwoThreadEncoder(SIZES, code().table)
+    two = evaluate_metrics(NAMES, dataset(), encoder, 0, "fast", 0.1, "cpu", workers=2)
+    assert two.concurrent == [] and two.scores == _evaluate().scores
     one_worker = evaluate_metrics(NAMES, dataset(), code(), 0, "fast", 0.1, "cpu", workers=1)
     assert one_worker.concurrent == []
 
