@@ -184,15 +184,17 @@ def timing_section(args, dataset, reps: dict[str, Any], devices: list[str]) -> d
                     f"inside the representation function, {total - rep.seconds:.2f} s metrics",
                     flush=True,
                 )
-            entry["fast"][device] = timed["one after another"]
+            apart = entry["fast"][device] = timed["one after another"]
             if "concurrent" in timed:
-                together = timed["concurrent"]
-                entry["fast"][device]["concurrent"] = together
+                together = apart["concurrent"] = timed["concurrent"]
                 diff, key, metric = max(
-                    ((*max_diff(together["scores"][m], ev.scores[m]), m) for m in ev.scores),
+                    (
+                        (*max_diff(together["scores"][m], scores), m)
+                        for m, scores in apart["scores"].items()
+                    ),
                     key=lambda x: x[0],
                 )
-                base = timed["one after another"]["total"]
+                base = apart["total"]
                 if not together["concurrent_metrics"]:
                     print("    (nothing ran alongside: a multi-threaded representation function)")
                 print(

@@ -8,13 +8,12 @@ metrics: each dataset row is encoded at most once per evaluation.
 
 On the CPU with several workers and single-threaded other work (``concurrent_allowed``), a metric
 whose estimators run in forked workers (DCI's boosted trees, ``MetricSpec.concurrent``) goes
-first: its points are drawn and encoded here (into the
-shared code cache), then its estimators run in a forked process of their own while this process
-computes the other metrics. Those are mostly single-threaded, so otherwise one core idled for
-their whole time (measured on the 2-core CPU, six core metrics at study sizes: ~20 s one after
-the other, ~16 s so; docs/metrics.md). Every metric draws its own points from its own seed, so
-the scores are those of one after the other, to the rounding of codes that another encoding
-order puts in other batches.
+first: its points are drawn and encoded here (into the shared code cache), then its estimators
+run in a forked process of their own while this process computes the other metrics. Those are
+then single-threaded, so otherwise one core idled for their whole time (measured on the 2-core
+CPU, six core metrics at study sizes: ~17 s one after the other, ~15.5 s so; docs/metrics.md).
+Every metric draws its own points from its own seed, so the scores are those of one after the
+other, to the rounding of codes that another encoding order puts in other batches.
 """
 
 from __future__ import annotations
@@ -276,12 +275,11 @@ def concurrent_allowed(
     threads torch had when it was wrapped). Measured with a two-thread VAE encoder (the default
     pipeline's evaluation, sample scale 0.1): 57.3 / 57.9 s alongside against 52.3 / 55.5 s one
     after the other, the encoder and DCI's workers fighting for the two cores."""
-    own = getattr(representation, "threads", 1)
     return (
         mode == "fast"
         and device == "cpu"
         and threads == 1
-        and (own is None or own <= 1)
+        and getattr(representation, "threads", 1) <= 1
         and resolve_workers(workers) >= 2
     )
 
